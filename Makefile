@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo` and `make test` (each creates .venv if missing).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is pinned by constraints.txt so that pip does not pull a newer torch with GBs of CUDA wheels.
+PIP_INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
+.PHONY: install test lint type format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) "torch==2.13.0"
+	$(PIP_INSTALL) -e ".[dev,zoo]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS) tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check sb3_natural tests benchmarks examples
+	$(BIN)/ruff format --check sb3_natural tests benchmarks examples
+
+format: $(STAMP)
+	$(BIN)/ruff format sb3_natural tests benchmarks examples
+	$(BIN)/ruff check --fix sb3_natural tests benchmarks examples
+
+type: $(STAMP)
+	$(BIN)/mypy sb3_natural
+
+bench: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_math.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

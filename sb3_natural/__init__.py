@@ -1,0 +1,6 @@
+"""sb3_natural: natural-gradient and score-function policy optimization for Stable-Baselines3."""
+
+from sb3_natural.common.scores import per_sample_scores
+from sb3_natural.version import __version__
+
+__all__ = ["__version__", "per_sample_scores"]

@@ -1,0 +1,27 @@
+"""Pure math shared by the algorithms: actor heads, per-sample scores, Fisher products, solvers."""
+
+from sb3_natural.common.distributions import OutputDistribution
+from sb3_natural.common.fisher import AnalyticFVP, DirectFVP, EmpiricalFVP, dense_fisher, empirical_fisher, fisher_rows
+from sb3_natural.common.heads import ActorHead, actor_parameters, output_distribution
+from sb3_natural.common.scores import per_sample_grads, per_sample_scores
+from sb3_natural.common.solvers import CGResult, compatible_least_squares, conjugate_gradient, dense_solve, dual_solve
+
+__all__ = [
+    "ActorHead",
+    "AnalyticFVP",
+    "CGResult",
+    "DirectFVP",
+    "EmpiricalFVP",
+    "OutputDistribution",
+    "actor_parameters",
+    "compatible_least_squares",
+    "conjugate_gradient",
+    "dense_fisher",
+    "dense_solve",
+    "dual_solve",
+    "empirical_fisher",
+    "fisher_rows",
+    "output_distribution",
+    "per_sample_grads",
+    "per_sample_scores",
+]

@@ -1,0 +1,244 @@
+"""The actor of an SB3 ``ActorCriticPolicy`` as a pure function ``(params, obs) -> z``.
+
+``z`` holds the raw distribution parameters (see :mod:`sb3_natural.common.distributions`):
+logits for discrete spaces, ``[mean, log_std]`` per sample for Gaussians. The same
+forward path as SB3's ``ActorCriticPolicy.get_distribution`` is used (actor features
+extractor, ``mlp_extractor.forward_actor``, ``action_net``, ``log_std``), so custom
+feature extractors and custom ``MlpExtractor`` subclasses work unchanged; the policy's
+``forward`` (which samples actions) is never called.
+
+The actor parameters are those the distribution depends on, found from the autograd
+graph of ``z`` (a parameter is an actor parameter iff ``z`` has a gradient path to it),
+not by matching parameter names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Union
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.distributions import (
+    BernoulliDistribution,
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    MultiCategoricalDistribution,
+    SquashedDiagGaussianDistribution,
+    StateDependentNoiseDistribution,
+)
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
+from torch import nn
+
+from sb3_natural.common.distributions import OutputDistribution
+
+Obs = Union[th.Tensor, Mapping[str, th.Tensor]]
+
+SUPPORTED_DISTRIBUTIONS = (
+    "CategoricalDistribution (Discrete)",
+    "MultiCategoricalDistribution (MultiDiscrete)",
+    "BernoulliDistribution (MultiBinary)",
+    "DiagGaussianDistribution (Box)",
+    "StateDependentNoiseDistribution (Box, use_sde=True)",
+)
+
+
+def output_distribution(policy: ActorCriticPolicy) -> OutputDistribution:
+    """The :class:`OutputDistribution` matching ``policy.action_dist``.
+
+    :raises ValueError: for a distribution this package has no closed form for.
+    """
+    dist = policy.action_dist
+    if isinstance(dist, CategoricalDistribution):
+        return OutputDistribution("categorical", (int(dist.action_dim),))
+    if isinstance(dist, MultiCategoricalDistribution):
+        return OutputDistribution("multi_categorical", tuple(int(n) for n in dist.action_dims))
+    if isinstance(dist, BernoulliDistribution):
+        return OutputDistribution("bernoulli", (int(dist.action_dims),))
+    if isinstance(dist, SquashedDiagGaussianDistribution):
+        return OutputDistribution("diag_gaussian", (int(dist.action_dim),), squash=True, squash_eps=dist.epsilon)
+    if isinstance(dist, DiagGaussianDistribution):
+        return OutputDistribution("diag_gaussian", (int(dist.action_dim),))
+    if isinstance(dist, StateDependentNoiseDistribution):
+        bij = dist.bijector
+        return OutputDistribution(
+            "diag_gaussian",
+            (int(dist.action_dim),),
+            squash=bij is not None,
+            squash_eps=bij.epsilon if bij is not None else 1e-6,
+        )
+    raise ValueError(f"Unsupported action distribution {type(dist).__name__}; supported: {', '.join(SUPPORTED_DISTRIBUTIONS)}")
+
+
+class _ActorModule(nn.Module):
+    """Module whose ``forward(obs)`` returns ``z``; wraps the policy for ``functional_call``."""
+
+    def __init__(self, policy: ActorCriticPolicy, dist: OutputDistribution) -> None:
+        super().__init__()
+        self.policy = policy
+        self.dist = dist
+
+    def forward(self, pre: Obs) -> th.Tensor:
+        """``z`` from preprocessed observations (see :meth:`ActorHead.preprocess`)."""
+        p = self.policy
+        features = p.pi_features_extractor(pre)
+        latent_pi = p.mlp_extractor.forward_actor(features)
+        out = p.action_net(latent_pi)
+        ad = p.action_dist
+        if isinstance(ad, StateDependentNoiseDistribution):
+            # SB3: variance = (latent_sde ** 2) @ std ** 2; sigma = sqrt(variance + eps)
+            latent_sde = latent_pi if ad.learn_features else latent_pi.detach()
+            variance = th.mm(latent_sde**2, ad.get_std(p.log_std) ** 2)
+            log_sigma = 0.5 * th.log(variance + ad.epsilon)
+            return th.cat([out, log_sigma], dim=1)
+        if isinstance(ad, DiagGaussianDistribution):
+            # The shared log_std parameter, broadcast to one output per sample.
+            return th.cat([out, p.log_std.expand_as(out)], dim=1)
+        return out
+
+
+def sample_observations(space: spaces.Space, n: int, seed: int = 0) -> Any:
+    """``n`` observations sampled from ``space``, stacked batch-first (dicts of arrays for Dict spaces)."""
+    space = _seeded_copy(space, seed)
+    samples = [space.sample() for _ in range(n)]
+    if isinstance(space, spaces.Dict):
+        return {k: np.stack([s[k] for s in samples]) for k in space.spaces}
+    return np.stack(samples)
+
+
+def _seeded_copy(space: spaces.Space, seed: int) -> spaces.Space:
+    import copy
+
+    space = copy.deepcopy(space)
+    space.seed(seed)
+    return space
+
+
+class ActorHead:
+    """Pure-function view of the actor of an SB3 ``ActorCriticPolicy``.
+
+    :param policy: an SB3 ``ActorCriticPolicy`` (MlpPolicy, CnnPolicy or MultiInputPolicy,
+        or a subclass that keeps SB3's actor path)
+    :param probe_obs: observations used to trace which parameters the actor depends on;
+        sampled from the observation space when omitted
+
+    Attributes: ``dist`` (:class:`OutputDistribution`), ``names`` and ``params`` (the
+    actor parameters, in ``policy.named_parameters()`` order), ``num_params`` (P),
+    ``direct_slices`` (parameters that are copied into ``z`` unchanged for every sample,
+    i.e. the shared Gaussian ``log_std``, with the columns of ``z`` they fill).
+    """
+
+    def __init__(self, policy: ActorCriticPolicy, probe_obs: Obs | None = None) -> None:
+        if not isinstance(policy, ActorCriticPolicy):
+            raise TypeError(
+                "policy must be an SB3 ActorCriticPolicy (MlpPolicy, CnnPolicy, MultiInputPolicy), "
+                f"got {type(policy).__name__}"
+            )
+        self.policy = policy
+        self.dist = output_distribution(policy)
+        self.module = _ActorModule(policy, self.dist)
+        self.names, self.params = actor_parameters(policy, probe_obs, module=self.module)
+        self.shapes = [p.shape for p in self.params]
+        self.numels = [p.numel() for p in self.params]
+        self.offsets = list(np.cumsum([0, *self.numels])[:-1])
+        self.num_params = int(sum(self.numels))
+        self.direct_slices: dict[str, slice] = {}
+        ad = policy.action_dist
+        log_std = getattr(policy, "log_std", None)
+        if isinstance(ad, DiagGaussianDistribution) and isinstance(log_std, th.Tensor) and log_std.dim() == 1:
+            for name, p in zip(self.names, self.params, strict=True):
+                if p is log_std:
+                    k = self.dist.action_dims[0]
+                    self.direct_slices[name] = slice(k, 2 * k)
+
+    # ------------------------------------------------------------------ calls
+    def preprocess(self, obs: Obs) -> Obs:
+        """SB3's ``preprocess_obs`` (image scaling, one-hot encoding), cast to the parameters' dtype.
+
+        As ``BaseModel.extract_features`` does before the features extractor, but casting to
+        the parameters' dtype instead of float32 so that float64 reference computations work.
+        It has no parameters, so it is done once, outside any ``torch.func`` transform.
+        """
+        p = self.policy
+        dtype = self.params[0].dtype
+        pre = preprocess_obs(obs, p.observation_space, normalize_images=p.normalize_images)  # type: ignore[arg-type]
+        if isinstance(pre, dict):
+            return {k: v.to(dtype) for k, v in pre.items()}
+        return pre.to(dtype)
+
+    def __call__(self, obs: Obs) -> th.Tensor:
+        """``z`` at the policy's current parameters (with autograd graph)."""
+        z = self.module(self.preprocess(obs))
+        self.dist.check_z(z)
+        return z
+
+    def param_dict(self, params: list[th.Tensor] | None = None) -> dict[str, th.Tensor]:
+        """Parameters keyed for :meth:`functional` (the current ones when ``params`` is None)."""
+        chosen: list[th.Tensor] = list(self.params) if params is None else params
+        return {"policy." + n: p for n, p in zip(self.names, chosen, strict=True)}
+
+    def functional(self, params: Mapping[str, th.Tensor], pre: Obs) -> th.Tensor:
+        """``z = f(params, pre)``, usable under ``torch.func`` (vmap, grad, jvp, vjp).
+
+        ``pre`` are observations already passed through :meth:`preprocess`; ``params`` is
+        keyed as returned by :meth:`param_dict`; parameters not given keep their values.
+        """
+        return th.func.functional_call(self.module, dict(params), (pre,), strict=False)
+
+    # -------------------------------------------------------- flat parameters
+    def flat(self, tensors: list[th.Tensor] | None = None) -> th.Tensor:
+        """Concatenate per-parameter tensors (default: the parameters) into a P-vector."""
+        chosen: list[th.Tensor] = list(self.params) if tensors is None else tensors
+        return th.cat([t.reshape(-1) for t in chosen])
+
+    def unflat(self, vector: th.Tensor) -> list[th.Tensor]:
+        """Split a P-vector into tensors shaped like the actor parameters (views)."""
+        if vector.dim() != 1 or vector.numel() != self.num_params:
+            raise ValueError(f"expected a vector of {self.num_params} entries (P), got shape {tuple(vector.shape)}")
+        return [t.view(s) for t, s in zip(th.split(vector, self.numels), self.shapes, strict=True)]
+
+    def set_flat(self, vector: th.Tensor) -> None:
+        """Copy a P-vector into the actor parameters (in place, no autograd)."""
+        with th.no_grad():
+            for p, v in zip(self.params, self.unflat(vector), strict=True):
+                p.copy_(v)
+
+    def obs_to_tensor(self, obs: Any) -> Obs:
+        """numpy (or dict of numpy) observations to tensors on the policy's device."""
+        if isinstance(obs, th.Tensor) or (isinstance(obs, Mapping) and all(isinstance(v, th.Tensor) for v in obs.values())):
+            return obs
+        t, _ = self.policy.obs_to_tensor(obs)
+        return t
+
+
+def actor_parameters(
+    policy: ActorCriticPolicy, probe_obs: Obs | None = None, module: nn.Module | None = None
+) -> tuple[list[str], list[nn.Parameter]]:
+    """Names and tensors of the parameters the action distribution depends on.
+
+    Found from the graph: the distribution parameters ``z`` are computed on a few probe
+    observations and a parameter belongs to the actor iff autograd finds a path from
+    ``z`` to it. This covers a shared features extractor, the policy MLP, the action
+    head and ``log_std`` (Gaussian or gSDE), and excludes the value branch, whatever the
+    modules are called.
+    """
+    if module is None:
+        module = _ActorModule(policy, output_distribution(policy))
+    if probe_obs is None:
+        probe_np = sample_observations(policy.observation_space, 2)
+        probe_obs, _ = policy.obs_to_tensor(probe_np)
+    named = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError("The policy has no trainable parameters")
+    dtype = named[0][1].dtype
+    pre = preprocess_obs(probe_obs, policy.observation_space, normalize_images=policy.normalize_images)  # type: ignore[arg-type]
+    pre = {k: v.to(dtype) for k, v in pre.items()} if isinstance(pre, dict) else pre.to(dtype)
+    with th.enable_grad():
+        z = module(pre)
+        grads = th.autograd.grad(z.sum(), [p for _, p in named], allow_unused=True)
+    keep = [(n, p) for (n, p), g in zip(named, grads, strict=True) if g is not None]
+    if not keep:
+        raise ValueError("No policy parameter influences the action distribution")
+    return [n for n, _ in keep], [p for _, p in keep]
