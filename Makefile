@@ -7,7 +7,7 @@ PIP_INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: install test lint type format bench clean
+.PHONY: install test lint type format bench demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ format: $(STAMP)
 
 type: $(STAMP)
 	$(BIN)/mypy sb3_natural
+
+demo: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m sb3_natural.demo
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_math.py

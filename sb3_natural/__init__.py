@@ -1,6 +1,7 @@
 """sb3_natural: natural-gradient and score-function policy optimization for Stable-Baselines3."""
 
 from sb3_natural.common.scores import per_sample_scores
+from sb3_natural.nac import NAC
 from sb3_natural.version import __version__
 
-__all__ = ["__version__", "per_sample_scores"]
+__all__ = ["NAC", "__version__", "per_sample_scores"]

@@ -35,3 +35,27 @@ def test_per_sample_scores_example():
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
 def test_every_example_is_tested(name):
     assert name in Path(__file__).read_text(), f"examples/{name} has no test in tests/test_examples.py"
+
+
+def test_nac_cartpole_example():
+    out = run_example("nac_cartpole.py", timeout=600)
+    kl = float(out.split("KL ")[1].split(",")[0])
+    assert 0.0 < kl < 0.05
+    assert float(out.split("mean return ")[1].split()[0]) >= 9.0
+
+
+def test_demo_writes_score_and_curve(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "sb3_natural.demo", "--timesteps", "2048", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mean return" in proc.stdout and "+/-" in proc.stdout
+    png = tmp_path / "nac_cartpole_learning_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (tmp_path / "nac_cartpole_learning_curve.csv").read_text().strip().splitlines()
+    assert len(rows) >= 3  # header + at least two evaluation points

@@ -1,0 +1,75 @@
+"""Small update steps shared by the algorithms: the trust-region scale, applying a step, the critic fit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch as th
+import torch.nn.functional as F
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.policies import ActorCriticPolicy
+
+from sb3_natural.common.heads import ActorHead
+
+
+def natural_step_scale(x: th.Tensor, fx: th.Tensor, target_kl: float) -> float | None:
+    """Step length beta with KL(theta, theta + beta x) ~= target_kl to second order.
+
+    ``KL ~= (1/2) beta^2 x^T F x``, so ``beta = sqrt(2 target_kl / (x^T F x))`` (Schulman et al. 2015,
+    TRPO, Appendix C; Peters & Schaal 2008). Returns None when ``x^T F x`` is not positive or not
+    finite (the step is then undefined and must be skipped).
+    """
+    if not target_kl > 0:
+        raise ValueError(f"target_kl must be > 0, got {target_kl}")
+    xfx = float(x @ fx)
+    if not math.isfinite(xfx) or xfx <= 0.0:
+        return None
+    return math.sqrt(2.0 * target_kl / xfx)
+
+
+def apply_step(head: ActorHead, step: th.Tensor) -> None:
+    """theta += step for the actor parameters (in place, outside autograd)."""
+    with th.no_grad():
+        for p, s in zip(head.params, head.unflat(step), strict=True):
+            p.add_(s)
+
+
+def _index(obs: Any, idx: th.Tensor) -> Any:
+    if isinstance(obs, Mapping):
+        return {k: v[idx] for k, v in obs.items()}
+    return obs[idx]
+
+
+def fit_critic(
+    policy: ActorCriticPolicy,
+    buffer: RolloutBuffer,
+    epochs: int,
+    batch_size: int,
+    generator: th.Generator | None = None,
+) -> float:
+    """Fit the value head on the rollout's returns: ``epochs`` passes of minibatch MSE with the
+    policy's optimizer (which the algorithms build over the critic-only parameters).
+
+    The rollout is converted to tensors once and minibatches are indexed directly (no buffer
+    generator per epoch). Returns the mean minibatch loss of the last epoch (0.0 when epochs=0).
+    """
+    if epochs == 0:
+        return 0.0
+    data = next(buffer.get(batch_size=None))
+    obs, returns = data.observations, data.returns.flatten()
+    n = returns.shape[0]
+    losses: list[float] = []
+    for _ in range(epochs):
+        losses = []
+        perm = th.randperm(n, generator=generator).to(returns.device)
+        for start in range(0, n, batch_size):
+            idx = perm[start : start + batch_size]
+            values = policy.predict_values(_index(obs, idx)).flatten()
+            loss = F.mse_loss(values, returns[idx])
+            policy.optimizer.zero_grad()
+            loss.backward()
+            policy.optimizer.step()
+            losses.append(loss.item())
+    return float(sum(losses) / len(losses))

@@ -1,0 +1,105 @@
+"""`make demo`: train NAC on CartPole-v1 with its zoo config, evaluate it, plot the learning curve.
+
+python -m sb3_natural.demo [--timesteps N] [--seed S] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from sb3_natural import NAC
+
+ZOO_CONFIGS = Path(__file__).resolve().parents[1] / "zoo_configs"
+
+
+def load_zoo_entry(algo: str, env_id: str, config_dir: Path = ZOO_CONFIGS) -> dict[str, Any]:
+    """The hyperparameters of ``env_id`` in ``zoo_configs/<algo>.yml`` (rl-zoo3 format)."""
+    path = config_dir / f"{algo}.yml"
+    with open(path) as f:
+        entries = yaml.safe_load(f)
+    if env_id not in entries:
+        raise KeyError(f"{path} has no entry for {env_id!r}; entries: {sorted(entries)}")
+    return dict(entries[env_id])
+
+
+class EvalCurve(BaseCallback):
+    """Deterministic evaluation every ``eval_freq`` steps on a separately seeded env."""
+
+    def __init__(self, eval_env: Any, eval_freq: int, n_eval_episodes: int = 5) -> None:
+        super().__init__()
+        self.eval_env, self.eval_freq, self.n_eval_episodes = eval_env, eval_freq, n_eval_episodes
+        self.steps: list[int] = []
+        self.means: list[float] = []
+        self._next = 0
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            mean, _ = evaluate_policy(self.model, self.eval_env, self.n_eval_episodes, deterministic=True)
+            self.steps.append(self.num_timesteps)
+            self.means.append(float(mean))  # type: ignore[arg-type]
+            self._next += self.eval_freq
+        return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--timesteps", type=int, default=None, help="default: the zoo config's n_timesteps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="demo_output")
+    args = parser.parse_args()
+    th.set_num_threads(1)
+
+    env_id = "CartPole-v1"
+    hp = load_zoo_entry("nac", env_id)
+    n_timesteps = int(args.timesteps or hp.pop("n_timesteps"))
+    hp.pop("n_timesteps", None)
+    n_envs = int(hp.pop("n_envs", 1))
+    policy = hp.pop("policy", "MlpPolicy")
+    env = make_vec_env(env_id, n_envs=n_envs, seed=args.seed)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=args.seed + 1000)
+    model = NAC(policy, env, seed=args.seed, device="cpu", **hp)
+    curve = EvalCurve(eval_env, eval_freq=max(n_timesteps // 10, 1))
+    print(f"Training NAC on {env_id} for {n_timesteps} steps (zoo_configs/nac.yml, seed {args.seed}) ...", flush=True)
+    t0 = time.perf_counter()
+    model.learn(n_timesteps, callback=curve)
+    train_s = time.perf_counter() - t0
+    mean, std = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True)
+    curve.steps.append(model.num_timesteps)
+    curve.means.append(float(mean))  # type: ignore[arg-type]
+    print(f"NAC {env_id}: mean return {mean:.1f} +/- {std:.1f} over 10 deterministic episodes ({train_s:.0f} s training)")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(curve.steps, curve.means, marker="o")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("mean return (5 deterministic episodes)")
+    ax.set_title(f"NAC on {env_id} (seed {args.seed})")
+    ax.set_ylim(0, 520)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png = out / "nac_cartpole_learning_curve.png"
+    fig.savefig(png, dpi=100)
+    np.savetxt(
+        out / "nac_cartpole_learning_curve.csv", np.c_[curve.steps, curve.means], delimiter=",", header="steps,mean_return"
+    )
+    print(f"learning curve: {png}")
+
+
+if __name__ == "__main__":
+    main()
