@@ -2,6 +2,7 @@
 
 from sb3_natural.common.scores import per_sample_scores
 from sb3_natural.nac import NAC
+from sb3_natural.reinforce import REINFORCE
 from sb3_natural.version import __version__
 
-__all__ = ["NAC", "__version__", "per_sample_scores"]
+__all__ = ["NAC", "REINFORCE", "__version__", "per_sample_scores"]

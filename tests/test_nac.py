@@ -203,9 +203,24 @@ def test_nan_reward_gives_clear_error():
 
 
 def test_learns_cartpole_quickly():
-    model = NAC(
-        "MlpPolicy", "CartPole-v1", n_steps=512, gae_lambda=0.98, seed=0, device="cpu", policy_kwargs={"net_arch": [64, 64]}
-    )
-    model.learn(40_000)
+    from sb3_natural.demo import load_zoo_entry
+
+    hp = load_zoo_entry("nac", "CartPole-v1")
+    for key in ("n_timesteps", "n_envs", "policy"):
+        hp.pop(key)
+    model = NAC("MlpPolicy", "CartPole-v1", seed=0, device="cpu", **hp)
+    model.learn(30_000)
     mean, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=5, deterministic=True)
     assert mean >= 150, mean
+
+
+def test_nan_observation_gives_clear_error():
+    import gymnasium as gym
+
+    class NanObs(gym.ObservationWrapper):
+        def observation(self, observation):
+            return np.full_like(observation, np.nan)
+
+    model = NAC("MlpPolicy", NanObs(gym.make("CartPole-v1")), n_steps=16, seed=0, device="cpu")
+    with pytest.raises(ValueError, match="observations contain NaN"):
+        model.learn(16)

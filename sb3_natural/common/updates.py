@@ -8,7 +8,6 @@ from typing import Any
 
 import torch as th
 import torch.nn.functional as F
-from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from sb3_natural.common.heads import ActorHead
@@ -36,7 +35,8 @@ def apply_step(head: ActorHead, step: th.Tensor) -> None:
             p.add_(s)
 
 
-def _index(obs: Any, idx: th.Tensor) -> Any:
+def index_obs(obs: Any, idx: th.Tensor) -> Any:
+    """Rows ``idx`` of a tensor or a dict of tensors."""
     if isinstance(obs, Mapping):
         return {k: v[idx] for k, v in obs.items()}
     return obs[idx]
@@ -44,21 +44,21 @@ def _index(obs: Any, idx: th.Tensor) -> Any:
 
 def fit_critic(
     policy: ActorCriticPolicy,
-    buffer: RolloutBuffer,
+    obs: Any,
+    returns: th.Tensor,
     epochs: int,
     batch_size: int,
     generator: th.Generator | None = None,
 ) -> float:
-    """Fit the value head on the rollout's returns: ``epochs`` passes of minibatch MSE with the
-    policy's optimizer (which the algorithms build over the critic-only parameters).
+    """Fit the value head on ``returns``: ``epochs`` passes of minibatch MSE with the policy's
+    optimizer (which the algorithms build so that the value loss only reaches critic parameters).
 
-    The rollout is converted to tensors once and minibatches are indexed directly (no buffer
-    generator per epoch). Returns the mean minibatch loss of the last epoch (0.0 when epochs=0).
+    Minibatches index the tensors directly (no buffer generator per epoch). Returns the mean
+    minibatch loss of the last epoch (0.0 when epochs=0).
     """
     if epochs == 0:
         return 0.0
-    data = next(buffer.get(batch_size=None))
-    obs, returns = data.observations, data.returns.flatten()
+    returns = returns.flatten()
     n = returns.shape[0]
     losses: list[float] = []
     for _ in range(epochs):
@@ -66,7 +66,7 @@ def fit_critic(
         perm = th.randperm(n, generator=generator).to(returns.device)
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
-            values = policy.predict_values(_index(obs, idx)).flatten()
+            values = policy.predict_values(index_obs(obs, idx)).flatten()
             loss = F.mse_loss(values, returns[idx])
             policy.optimizer.zero_grad()
             loss.backward()

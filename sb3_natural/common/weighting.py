@@ -40,14 +40,31 @@ def discount_weights(times: np.ndarray, gamma: float) -> np.ndarray:
     return np.power(gamma, times.astype(np.float64))
 
 
-def check_finite_rollout(observations: object, rewards: np.ndarray) -> None:
-    """Raise a clear error for NaN/inf in a rollout's observations or rewards."""
+def check_finite_rewards(rewards: np.ndarray) -> None:
+    """Raise a clear error for NaN/inf in rewards."""
     if not np.isfinite(rewards).all():
         raise ValueError(
             "rewards contain NaN or inf; check the environment or wrap it with VecCheckNan / VecNormalize(clip_reward=...)"
         )
+
+
+def check_finite_rollout(observations: object, rewards: np.ndarray) -> None:
+    """Raise a clear error for NaN/inf in a rollout's observations or rewards."""
+    check_finite_rewards(rewards)
+    check_finite_observations(observations)
+
+
+def has_nonfinite(observations: object) -> bool:
+    """True when a (dict of) float observation array holds NaN or inf."""
     obs_items = observations.values() if isinstance(observations, dict) else [observations]
     for obs in obs_items:
         arr = np.asarray(obs)
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-            raise ValueError("observations contain NaN or inf; check the environment or wrap it with VecCheckNan")
+            return True
+    return False
+
+
+def check_finite_observations(observations: object) -> None:
+    """Raise a clear error for NaN/inf in observations."""
+    if has_nonfinite(observations):
+        raise ValueError("observations contain NaN or inf; check the environment or wrap it with VecCheckNan")

@@ -6,17 +6,19 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_natural.common.fisher import AnalyticFVP, EmpiricalFVP
 from sb3_natural.common.heads import ActorHead
 from sb3_natural.common.scores import empty_output, per_sample_scores
 from sb3_natural.common.solvers import compatible_least_squares, conjugate_gradient
 from sb3_natural.common.updates import apply_step, fit_critic, natural_step_scale
-from sb3_natural.common.weighting import check_finite_rollout, discount_weights, episode_times
+from sb3_natural.common.weighting import check_finite_rollout, discount_weights, episode_times, has_nonfinite
 
 SelfNAC = TypeVar("SelfNAC", bound="NAC")
 
@@ -200,6 +202,17 @@ class NAC(OnPolicyAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_head", "_scores_buffer"]
 
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """SB3's collection; a NaN/inf observation becomes a clear error instead of a distribution error."""
+        try:
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        except ValueError as err:
+            if has_nonfinite(self._last_obs):
+                raise ValueError("observations contain NaN or inf; check the environment or wrap it with VecCheckNan") from err
+            raise
+
     # ------------------------------------------------------------------ train
     def train(self) -> None:
         """Update the value function and move the actor along the natural gradient w."""
@@ -232,7 +245,7 @@ class NAC(OnPolicyAlgorithm):
         head = self._head
         w, stats = self._natural_gradient(data.observations, actions, adv, weights)
         step_info = self._actor_step(data.observations, w)
-        value_loss = fit_critic(self.policy, buf, self.n_critic_updates, self.batch_size)
+        value_loss = fit_critic(self.policy, data.observations, data.returns, self.n_critic_updates, self.batch_size)
 
         self._n_updates += 1
         ev = explained_variance(buf.values.flatten(), buf.returns.flatten())
