@@ -80,16 +80,27 @@ class AnalyticFVP:
     :param obs: the batch of observations (states s_i)
     :param kl_convention: ``"sum"`` (true KL, default) or ``"mean"`` (sb3-contrib's TRPO)
     :param damping: lambda >= 0 added as ``lambda v``
+    :param z: the actor outputs ``head(obs)`` at the current parameters, with their autograd
+        graph, when the caller has already computed them (saves a forward pass)
     """
 
-    def __init__(self, policy: Any, obs: Any, kl_convention: KLConvention = "sum", damping: float = 0.0) -> None:
+    def __init__(
+        self,
+        policy: Any,
+        obs: Any,
+        kl_convention: KLConvention = "sum",
+        damping: float = 0.0,
+        z: th.Tensor | None = None,
+    ) -> None:
         head, obs_t, n = _prepare(policy, obs)
         if damping < 0:
             raise ValueError(f"damping must be >= 0, got {damping}")
         self.head, self.n, self.damping = head, n, float(damping)
         self.scale = head.dist.kl_scale(kl_convention) / n
         with th.enable_grad():
-            self.z = head(obs_t)
+            self.z = head(obs_t) if z is None else z
+            if self.z.shape != (n, head.dist.out_dim) or not self.z.requires_grad:
+                raise ValueError(f"z must be head(obs) with its graph, shape [{n}, {head.dist.out_dim}]")
             self._lin = _LinearizedOutput(head, self.z)
         self.stats = head.dist.fisher_stats(self.z)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch as th
 import torch.nn.functional as F
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
 
 from sb3_natural.common.heads import ActorHead
 
@@ -60,16 +60,45 @@ def fit_critic(
         return 0.0
     returns = returns.flatten()
     n = returns.shape[0]
-    losses: list[float] = []
+    extractor = policy.vf_features_extractor
+    fixed_features = None
+    if not any(p.requires_grad for p in extractor.parameters()):
+        # A parameter-free extractor (Flatten, CombinedExtractor of flattens): its output is the
+        # same every epoch, so compute it once; values = value_net(forward_critic(features)) as in
+        # ActorCriticPolicy.predict_values.
+        with th.no_grad():
+            fixed_features = BaseModel.extract_features(policy, obs, extractor)
+    losses: list[th.Tensor] = []
     for _ in range(epochs):
         losses = []
         perm = th.randperm(n, generator=generator).to(returns.device)
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
-            values = policy.predict_values(index_obs(obs, idx)).flatten()
+            if fixed_features is not None:
+                values = policy.value_net(policy.mlp_extractor.forward_critic(fixed_features[idx])).flatten()
+            else:
+                values = policy.predict_values(index_obs(obs, idx)).flatten()
             loss = F.mse_loss(values, returns[idx])
             policy.optimizer.zero_grad()
             loss.backward()
             policy.optimizer.step()
-            losses.append(loss.item())
-    return float(sum(losses) / len(losses))
+            losses.append(loss.detach())
+    return float(th.stack(losses).mean())
+
+
+def make_optimizer(policy: ActorCriticPolicy, param_groups: list[dict[str, Any]]) -> th.optim.Optimizer:
+    """The policy's optimizer class and kwargs over ``param_groups``.
+
+    For Adam/AdamW, unless the user set ``foreach`` or ``fused``, the fused implementation (one
+    kernel for all parameters) is used, or the multi-tensor one where fused is unavailable: the
+    same update rule, in roughly 0.6x the time per step for the small value networks of on-policy
+    RL (PyTorch picks these only on CUDA by default). See BENCHMARKS.md.
+    """
+    kwargs = dict(policy.optimizer_kwargs)
+    cls = policy.optimizer_class
+    if cls in (th.optim.Adam, th.optim.AdamW) and "foreach" not in kwargs and "fused" not in kwargs:
+        try:
+            return cls(param_groups, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            kwargs["foreach"] = True
+    return cls(param_groups, **kwargs)

@@ -17,7 +17,7 @@ from sb3_natural.common.fisher import AnalyticFVP, EmpiricalFVP
 from sb3_natural.common.heads import ActorHead
 from sb3_natural.common.scores import empty_output, per_sample_scores
 from sb3_natural.common.solvers import compatible_least_squares, conjugate_gradient
-from sb3_natural.common.updates import apply_step, fit_critic, natural_step_scale
+from sb3_natural.common.updates import apply_step, fit_critic, make_optimizer, natural_step_scale
 from sb3_natural.common.weighting import check_finite_rollout, discount_weights, episode_times, has_nonfinite
 
 SelfNAC = TypeVar("SelfNAC", bound="NAC")
@@ -192,9 +192,7 @@ class NAC(OnPolicyAlgorithm):
         actor_ids = {id(p) for p in self._head.params}
         critic_params = [p for p in self.policy.parameters() if id(p) not in actor_ids and p.requires_grad]
         # The policy's optimizer trains the value function only; the actor moves along w.
-        self.policy.optimizer = self.policy.optimizer_class(  # type: ignore[call-arg]
-            critic_params, lr=self.critic_lr_schedule(1.0), **self.policy.optimizer_kwargs
-        )
+        self.policy.optimizer = make_optimizer(self.policy, [{"params": critic_params, "lr": self.critic_lr_schedule(1.0)}])
         self._w: th.Tensor | None = None  # warm start of the "sgd" and "cg" solvers
         self._episode_t = np.full(self.n_envs, -1, dtype=np.int64)
         self._scores_buffer: th.Tensor | None = None

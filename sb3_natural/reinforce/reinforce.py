@@ -15,7 +15,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_natural.common.heads import ActorHead
 from sb3_natural.common.returns import Episode, EpisodeStore, episode_weights
-from sb3_natural.common.updates import fit_critic
+from sb3_natural.common.updates import fit_critic, make_optimizer
 from sb3_natural.common.weighting import check_finite_observations, check_finite_rewards
 
 SelfREINFORCE = TypeVar("SelfREINFORCE", bound="REINFORCE")
@@ -165,12 +165,12 @@ class REINFORCE(OnPolicyAlgorithm):
         actor_ids = {id(p) for p in self._head.params}
         critic = [p for p in self.policy.parameters() if id(p) not in actor_ids and p.requires_grad]
         # One optimizer, two groups: the actor (learning_rate) and the value head (critic_learning_rate).
-        self.policy.optimizer = self.policy.optimizer_class(
+        self.policy.optimizer = make_optimizer(
+            self.policy,
             [
                 {"params": self._head.params, "lr": self.lr_schedule(1.0)},
                 {"params": critic, "lr": self.critic_lr_schedule(1.0)},
             ],
-            **self.policy.optimizer_kwargs,
         )
         self._episodes = EpisodeStore(self.n_envs)
 

@@ -1,0 +1,327 @@
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar, Literal, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import explained_variance
+
+from sb3_natural.common.fisher import AnalyticFVP, DirectFVP, dense_fisher
+from sb3_natural.common.heads import ActorHead
+from sb3_natural.common.solvers import conjugate_gradient, dense_solve
+from sb3_natural.common.updates import fit_critic, index_obs, make_optimizer, natural_step_scale
+from sb3_natural.common.weighting import check_finite_rollout
+
+SelfFisherTRPO = TypeVar("SelfFisherTRPO", bound="FisherTRPO")
+
+FISHERS = ("analytic", "direct")
+SOLVERS = ("cg", "dense", "auto")
+KL_CONVENTIONS = ("sum", "mean")
+
+#: ``solver="auto"`` solves exactly with the dense Fisher when the actor has at most this many
+#: parameters, else by CG. Measured crossover (benchmarks/bench_trpo.py --crossover, CartPole,
+#: N = 1024, 15 CG products, one thread): dense is 0.6x the time of CG at P = 50, 1.4x at P = 130,
+#: 18x at P = 1282 and 144x at P = 4610 (building F costs N d P^2). See docs/fisher_trpo.md.
+DENSE_MAX_PARAMS = 100
+
+
+def critic_parameters(policy: ActorCriticPolicy, probe_obs: Any) -> list[th.nn.Parameter]:
+    """Parameters the value prediction depends on (found from the graph, like the actor's)."""
+    named = [p for p in policy.parameters() if p.requires_grad]
+    with th.enable_grad():
+        v = policy.predict_values(probe_obs).sum()
+        grads = th.autograd.grad(v, named, allow_unused=True)
+    return [p for p, g in zip(named, grads, strict=True) if g is not None]
+
+
+class FisherTRPO(OnPolicyAlgorithm):
+    """
+    Trust Region Policy Optimization with the closed-form Fisher of the policy's distribution.
+
+    Paper: Schulman et al., "Trust Region Policy Optimization", ICML 2015 (https://arxiv.org/abs/1502.05477).
+    Same algorithm and constructor arguments as ``sb3_contrib.TRPO``; the differences are in how the
+    update is computed:
+
+    * Fisher-vector products ``F v = (1/N) J^T (M (J v))`` with the closed-form output Fisher ``M``
+      (``fisher="analytic"``), the forward pass reused by the surrogate gradient and every CG product,
+      instead of the KL double backprop (``fisher="direct"``, kept for comparison);
+    * for small actors the exact natural gradient (``solver="dense"``: build F, Cholesky);
+    * a lean critic phase (same epochs, minibatch size and Adam hyperparameters as sb3-contrib, but
+      minibatches indexed from tensors, and Adam only over the parameters the value depends on);
+    * the true KL (summed over action dimensions) by default; ``kl_convention="mean"`` reproduces
+      sb3-contrib, whose Gaussian/Bernoulli KL is averaged over action dimensions, so that its
+      ``target_kl`` is per action dimension.
+
+    A failed line search leaves the actor parameters bit-identical and logs
+    ``train/is_line_search_success = 0``.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate of the value function (Adam), constant or a schedule
+    :param n_steps: Steps per environment per update
+    :param batch_size: Minibatch size for the value function
+    :param gamma: Discount factor
+    :param cg_max_steps: Maximum number of conjugate-gradient steps
+    :param cg_damping: Damping lambda of the Fisher (``F + lambda I``)
+    :param line_search_shrinking_factor: Step-size reduction factor of the line search
+    :param line_search_max_iter: Maximum number of line-search iterations
+    :param n_critic_updates: Number of critic updates (epochs) per policy update
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
+    :param rollout_buffer_class: Rollout buffer class to use (None: selected automatically)
+    :param rollout_buffer_kwargs: Keyword arguments for the rollout buffer
+    :param normalize_advantage: Whether to normalize the advantage
+    :param target_kl: Maximum KL of an update (the trust region delta)
+    :param sub_sampling_factor: Use every k-th sample of the rollout for the actor step
+    :param fisher: ``"analytic"`` (closed form, default) or ``"direct"`` (KL double backprop)
+    :param solver: ``"cg"``, ``"dense"`` (exact) or ``"auto"`` (dense when the actor has at most
+        ``DENSE_MAX_PARAMS`` parameters, else CG)
+    :param kl_convention: ``"sum"`` (true KL, default) or ``"mean"`` (sb3-contrib's)
+    :param stats_window_size: Window size for the rollout logging (episodes)
+    :param tensorboard_log: The log location for tensorboard (if None, no logging)
+    :param policy_kwargs: Additional arguments passed to the policy on creation
+    :param verbose: 0 no output, 1 info messages, 2 debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": ActorCriticPolicy,
+        "CnnPolicy": ActorCriticCnnPolicy,
+        "MultiInputPolicy": MultiInputActorCriticPolicy,
+    }
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-3,
+        n_steps: int = 2048,
+        batch_size: int = 128,
+        gamma: float = 0.99,
+        cg_max_steps: int = 15,
+        cg_damping: float = 0.1,
+        line_search_shrinking_factor: float = 0.8,
+        line_search_max_iter: int = 10,
+        n_critic_updates: int = 10,
+        gae_lambda: float = 0.95,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        normalize_advantage: bool = True,
+        target_kl: float = 0.01,
+        sub_sampling_factor: int = 1,
+        fisher: Literal["analytic", "direct"] = "analytic",
+        solver: Literal["cg", "dense", "auto"] = "cg",
+        kl_convention: Literal["sum", "mean"] = "sum",
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=0.0,
+            vf_coef=0.0,
+            max_grad_norm=0.0,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+        )
+        if fisher not in FISHERS:
+            raise ValueError(f"fisher must be one of {FISHERS}, got {fisher!r}")
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if kl_convention not in KL_CONVENTIONS:
+            raise ValueError(f"kl_convention must be one of {KL_CONVENTIONS}, got {kl_convention!r}")
+        if not target_kl > 0:
+            raise ValueError(f"target_kl must be > 0, got {target_kl}")
+        if cg_damping < 0:
+            raise ValueError(f"cg_damping must be >= 0, got {cg_damping}")
+        if solver == "dense" and cg_damping == 0:
+            raise ValueError("solver='dense' needs cg_damping > 0 (the Fisher of a network is singular)")
+        if not 0.0 < line_search_shrinking_factor < 1.0:
+            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor}")
+        for name, value in (
+            ("n_steps", n_steps),
+            ("batch_size", batch_size),
+            ("cg_max_steps", cg_max_steps),
+            ("line_search_max_iter", line_search_max_iter),
+            ("sub_sampling_factor", sub_sampling_factor),
+        ):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if n_critic_updates < 0:
+            raise ValueError(f"n_critic_updates must be >= 0, got {n_critic_updates}")
+        self.batch_size = batch_size
+        self.cg_max_steps = cg_max_steps
+        self.cg_damping = cg_damping
+        self.line_search_shrinking_factor = line_search_shrinking_factor
+        self.line_search_max_iter = line_search_max_iter
+        self.n_critic_updates = n_critic_updates
+        self.normalize_advantage = normalize_advantage
+        self.target_kl = target_kl
+        self.sub_sampling_factor = sub_sampling_factor
+        self.fisher = fisher
+        self.solver = solver
+        self.kl_convention = kl_convention
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self._head = ActorHead(self.policy)
+        probe = copy.deepcopy(self.observation_space)
+        probe.seed(0)
+        probe_obs, _ = self.policy.obs_to_tensor(probe.sample())
+        critic = critic_parameters(self.policy, probe_obs)
+        # Adam over the parameters the value loss reaches (sb3-contrib: over all of them, but only
+        # these ever receive a gradient), with the same learning rate and hyperparameters.
+        self.policy.optimizer = make_optimizer(self.policy, [{"params": critic, "lr": self.lr_schedule(1.0)}])
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_head"]
+
+    def _use_dense(self) -> bool:
+        return self.solver == "dense" or (self.solver == "auto" and self._head.num_params <= DENSE_MAX_PARAMS)
+
+    def train(self) -> None:
+        """One trust-region step of the actor, then the critic epochs."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        buf = self.rollout_buffer
+        check_finite_rollout(buf.observations, buf.rewards)
+        data = next(buf.get(batch_size=None))
+        obs, actions, old_log_prob, adv = data.observations, data.actions, data.old_log_prob, data.advantages
+        if self.sub_sampling_factor > 1:
+            idx = th.arange(0, adv.shape[0], self.sub_sampling_factor, device=adv.device)
+            obs, actions, old_log_prob, adv = index_obs(obs, idx), actions[idx], old_log_prob[idx], adv[idx]
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        if self.normalize_advantage and adv.numel() > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+
+        stats = self.trust_region_step(obs, actions, old_log_prob, adv)
+
+        value_loss = fit_critic(self.policy, data.observations, data.returns, self.n_critic_updates, self.batch_size)
+        self._n_updates += 1
+        ev = explained_variance(buf.values.flatten(), buf.returns.flatten())
+        for key, value in stats.items():
+            self.logger.record(f"train/{key}", value)
+        self.logger.record("train/value_loss", value_loss)
+        self.logger.record("train/explained_variance", ev)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+
+    def trust_region_step(
+        self, obs: Any, actions: th.Tensor, old_log_prob: th.Tensor, adv: th.Tensor
+    ) -> dict[str, float | str]:
+        """Search direction x = (F + damping I)^{-1} g, step sqrt(2 delta / x^T (F + damping I) x) x,
+        backtracking line search on the surrogate with the KL constraint (TRPO, Appendix C)."""
+        head, dist, conv = self._head, self._head.dist, self.kl_convention
+        stats: dict[str, float | str] = {}
+        with th.enable_grad():
+            z = head(obs)
+            ratio = th.exp(dist.log_prob(z, actions) - old_log_prob)
+            objective = (adv * ratio).mean()
+            g = head.flat(list(th.autograd.grad(objective, head.params, retain_graph=True)))
+        z_old = z.detach()
+
+        fvp: Any
+        if self.fisher == "analytic":
+            fvp = AnalyticFVP(head, obs, conv, damping=self.cg_damping, z=z)
+        else:
+            fvp = DirectFVP(head, obs, conv, damping=self.cg_damping)
+        if self._use_dense():
+            with th.no_grad():
+                f = dense_fisher(head, obs, conv)
+            try:
+                x = dense_solve(f, g, self.cg_damping)
+            except ValueError:
+                x = th.full_like(g, float("nan"))
+            stats.update(solver="dense", cg_iterations=0.0)
+        else:
+            res = conjugate_gradient(fvp, g, max_iter=self.cg_max_steps)
+            x = res.x
+            stats.update(solver="cg", cg_residual=res.residual_norm, cg_iterations=float(res.iterations))
+            stats["cg_breakdown"] = float(res.breakdown)
+
+        original = [p.detach().clone() for p in head.params]
+        step_scale = natural_step_scale(x, fvp(x), self.target_kl) if bool(th.isfinite(x).all()) else None
+        success = False
+        objective = objective.detach()
+        new_objective, kl = float(objective), 0.0
+        if step_scale is not None:
+            coef = 1.0
+            with th.no_grad():
+                for _ in range(self.line_search_max_iter):
+                    for p, p0, dx in zip(head.params, original, head.unflat(x), strict=True):
+                        p.copy_(p0 + coef * step_scale * dx)
+                    z_new = head(obs)
+                    new_obj = float((adv * th.exp(dist.log_prob(z_new, actions) - old_log_prob)).mean())
+                    kl = float(dist.kl(z_old, z_new, conv).mean())
+                    if np.isfinite(new_obj) and kl < self.target_kl and new_obj > float(objective):
+                        success, new_objective = True, new_obj
+                        break
+                    coef *= self.line_search_shrinking_factor
+        if not success:
+            with th.no_grad():
+                for p, p0 in zip(head.params, original, strict=True):
+                    p.copy_(p0)
+            kl = 0.0
+            if step_scale is None:
+                self.logger.record("train/line_search_skip_reason", "search direction not finite or x^T F x <= 0")
+        step_norm = float((head.flat([p.detach() for p in head.params]) - head.flat(original)).norm())
+        stats.update(
+            policy_objective=float(objective),
+            surrogate_improvement=new_objective - float(objective),
+            kl_divergence_loss=kl,
+            is_line_search_success=float(success),
+            step_norm=step_norm,
+        )
+        return stats
+
+    def learn(
+        self: SelfFisherTRPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "FisherTRPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfFisherTRPO:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
