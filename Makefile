@@ -7,7 +7,7 @@ PIP_INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: install test lint type format bench demo clean
+.PHONY: install test lint type format bench bench-rl demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_math.py
+
+SUITE ?= quick
+bench-rl: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m sb3_natural.benchmark --suite $(SUITE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,66 @@
+"""``python -m sb3_natural.benchmark``: run a suite (or a custom grid) and write its reports.
+
+    python -m sb3_natural.benchmark --suite quick --workers 2
+    python -m sb3_natural.benchmark --suite classic --algos nac ppo --envs CartPole-v1 --seeds 0 1
+    python -m sb3_natural.benchmark --suite quick --report-only
+
+Results go to ``benchmarks/results/<suite>/`` (runs/, results.csv, report.md, curves.png);
+rerunning the same command resumes an interrupted grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from sb3_natural.benchmark.report import write_reports
+from sb3_natural.benchmark.runner import grid, load_result, run_grid
+from sb3_natural.benchmark.suites import SUITES
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=sorted(SUITES), default="quick")
+    parser.add_argument("--algos", nargs="+", help="subset (or other zoo keys) instead of the suite's algorithms")
+    parser.add_argument("--envs", nargs="+", help="subset of the suite's envs")
+    parser.add_argument("--budget", type=int, help="override every env's budget (steps)")
+    parser.add_argument("--seeds", nargs="+", type=int)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--eval-points", type=int, default=20, help="evaluations per run (every budget/eval_points steps)")
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--reference", default="ppo", help="algorithm for the probability of improvement")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/<suite>")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild the reports from finished runs")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    suite = SUITES[args.suite]
+    budgets = dict(suite.budgets)
+    if args.envs:
+        unknown = [e for e in args.envs if e not in budgets and args.budget is None]
+        if unknown:
+            parser.error(f"--envs {unknown} are not in suite {args.suite!r} ({sorted(budgets)}); give --budget")
+        budgets = {e: budgets.get(e, args.budget or 0) for e in args.envs}
+    if args.budget is not None:
+        budgets = dict.fromkeys(budgets, args.budget)
+    runs = grid(args.algos or suite.algos, budgets, args.seeds if args.seeds is not None else suite.seeds)
+    out = args.out or Path("benchmarks/results") / args.suite
+    if args.report_only:
+        results = [r for r in (load_result(out, run) for run in runs) if r is not None]
+        failures: list[str] = []
+    else:
+        results, failures = run_grid(
+            runs, out, args.workers, args.eval_points, args.eval_episodes, progress=not args.no_progress
+        )
+    if results:
+        paths = write_reports(results, out, args.reference)
+        print(f"{len(results)}/{len(runs)} runs finished; reports: {', '.join(str(p) for p in paths.values())}")
+    for f in failures:
+        print(f"FAILED: {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""Reports of a benchmark grid: CSV, Markdown tables with robust statistics, learning-curve PNGs.
+
+Statistics (Agarwal et al. 2021, "Deep RL at the Edge of the Statistical Precipice"), computed
+with SciPy:
+
+* IQM: the interquartile mean, ``scipy.stats.trim_mean(x, 0.25)``;
+* 95% confidence intervals: percentile bootstrap over seeds, ``scipy.stats.bootstrap``;
+* normalized scores: ``(score - lo) / (hi - lo)`` per env, lo/hi the lowest and highest final
+  score of any run in the grid on that env (a grid-relative normalization, stated in the report);
+* probability of improvement P(X > Y): the Mann-Whitney U statistic over ``n m`` per env
+  (``scipy.stats.mannwhitneyu``, ties count 1/2), averaged over envs, with a bootstrap CI.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+CSV_FIELDS = [
+    "algo", "env", "seed", "budget", "final_mean", "final_std", "wall_s", "steps_per_s", "mean_update_s", "n_updates",
+]  # fmt: skip
+
+
+def iqm(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Interquartile mean (the mean of the middle 50%)."""
+    return stats.trim_mean(x, 0.25, axis=axis)
+
+
+def bootstrap_ci(x: np.ndarray, statistic, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap CI of ``statistic`` over the first axis of ``x`` (rows resampled jointly)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape[0] < 2 or np.allclose(x, x.flat[0]):
+        v = float(statistic(x, axis=0))
+        return v, v
+    res = stats.bootstrap(
+        (np.arange(x.shape[0]),),
+        lambda idx, axis: np.apply_along_axis(lambda i: statistic(x[i.astype(int)], axis=0), axis, idx),
+        n_resamples=n_resamples,
+        method="percentile",
+        random_state=seed,
+        vectorized=True,
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """P(X > Y) averaged over envs; ``x`` is [n, envs], ``y`` is [m, envs]."""
+    values = []
+    for j in range(x.shape[1]):
+        u = stats.mannwhitneyu(x[:, j], y[:, j], alternative="two-sided").statistic
+        values.append(u / (x.shape[0] * y.shape[0]))
+    return float(np.mean(values))
+
+
+def _by(results: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    table: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in sorted(results, key=lambda r: (r["env"], r["algo"], r["seed"])):
+        table[r["env"]][r["algo"]].append(r)
+    return table
+
+
+def write_csv(results: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for r in sorted(results, key=lambda r: (r["env"], r["algo"], r["seed"])):
+            writer.writerow(r)
+
+
+def markdown(results: list[dict], reference: str = "ppo") -> str:
+    """Per-env tables and the aggregate across envs."""
+    table = _by(results)
+    lines: list[str] = []
+    for env, algos in table.items():
+        budget = next(iter(algos.values()))[0]["budget"]
+        lines += [f"### {env} ({budget} steps)", ""]
+        lines += [
+            "| algorithm | seeds | final mean +/- std | IQM [95% CI] | steps/s | update (ms) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for algo, runs in algos.items():
+            finals = np.array([r["final_mean"] for r in runs])
+            lo, hi = bootstrap_ci(finals, iqm)
+            upd = [r["mean_update_s"] for r in runs if r.get("mean_update_s") is not None]
+            upd_s = f"{1e3 * float(np.median(upd)):.1f}" if upd else "n/a"
+            lines.append(
+                f"| {algo} | {len(runs)} | {finals.mean():.1f} +/- {finals.std():.1f} | {float(iqm(finals)):.1f} "
+                f"[{lo:.1f}, {hi:.1f}] | {np.median([r['steps_per_s'] for r in runs]):.0f} | {upd_s} |"
+            )
+        lines.append("")
+    agg = aggregate(results, reference)
+    if agg:
+        lines += ["### Aggregate over envs (grid-normalized scores)", ""]
+        lines += [f"| algorithm | IQM [95% CI] | P(better than {reference}) [95% CI] |", "|---|---|---|"]
+        for algo, row in agg.items():
+            poi = row.get("poi")
+            poi_s = "-" if poi is None else f"{poi[0]:.2f} [{poi[1]:.2f}, {poi[2]:.2f}]"
+            lines.append(f"| {algo} | {row['iqm'][0]:.2f} [{row['iqm'][1]:.2f}, {row['iqm'][2]:.2f}] | {poi_s} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def normalized_matrix(results: list[dict]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """{algo: [seeds, envs]} of normalized final scores, over the envs and seeds every algo has."""
+    table = _by(results)
+    envs = sorted(table)
+    algos = sorted({r["algo"] for r in results})
+    seeds = sorted(
+        set.intersection(*[{r["seed"] for r in table[e][a]} for e in envs for a in algos if table[e][a]] or [set()])
+    )
+    if not seeds or any(not table[e][a] for e in envs for a in algos):
+        return {}, envs
+    out = {}
+    for algo in algos:
+        m = np.empty((len(seeds), len(envs)))
+        for j, env in enumerate(envs):
+            finals = [r["final_mean"] for a in algos for r in table[env][a]]
+            lo, hi = min(finals), max(finals)
+            by_seed = {r["seed"]: r["final_mean"] for r in table[env][algo]}
+            for i, s in enumerate(seeds):
+                m[i, j] = (by_seed[s] - lo) / (hi - lo) if hi > lo else 0.5
+        out[algo] = m
+    return out, envs
+
+
+def _flat_iqm(a: np.ndarray, axis: int = 0) -> float:
+    """IQM of all entries of a [seeds, envs] matrix (the aggregate statistic)."""
+    return float(iqm(a.reshape(-1), axis=0))
+
+
+def _poi_split(k: int):
+    """P(X > Y) on the column-concatenation [X | Y] of two [seeds, envs] matrices (for the bootstrap)."""
+
+    def statistic(a: np.ndarray, axis: int = 0) -> float:
+        return probability_of_improvement(a[:, :k], a[:, k:])
+
+    return statistic
+
+
+def aggregate(results: list[dict], reference: str = "ppo") -> dict[str, dict]:
+    """IQM of normalized scores (with CI) per algorithm, and P(better than ``reference``)."""
+    mats, _ = normalized_matrix(results)
+    rows: dict[str, dict] = {}
+    for algo, m in mats.items():
+        lo, hi = bootstrap_ci(m, _flat_iqm)
+        row = {"iqm": (_flat_iqm(m), lo, hi)}
+        if reference in mats and algo != reference:
+            ref = mats[reference]
+            plo, phi = bootstrap_ci(np.concatenate([m, ref], axis=1), _poi_split(m.shape[1]))
+            row["poi"] = (probability_of_improvement(m, ref), plo, phi)
+        rows[algo] = row
+    return rows
+
+
+def plot_curves(results: list[dict], path: Path) -> None:
+    """One panel per env: mean deterministic return per algorithm with a 95% t-interval band over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = _by(results)
+    envs = list(table)
+    fig, axes = plt.subplots(1, len(envs), figsize=(4.5 * len(envs), 3.6), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        for algo, runs in table[env].items():
+            n = min(len(r["curve_means"]) for r in runs)
+            steps = np.array(runs[0]["curve_steps"][:n])
+            curves = np.array([r["curve_means"][:n] for r in runs])
+            mean = curves.mean(0)
+            ax.plot(steps, mean, label=algo)
+            if len(runs) > 1:
+                half = stats.t.ppf(0.975, len(runs) - 1) * stats.sem(curves, axis=0)
+                ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+        ax.set_title(env)
+        ax.set_xlabel("steps")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean return (deterministic)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_reports(results: list[dict], out: Path, reference: str = "ppo") -> dict[str, Path]:
+    """results.csv, report.md and curves.png under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "results.csv", "md": out / "report.md", "png": out / "curves.png"}
+    write_csv(results, paths["csv"])
+    paths["md"].write_text(markdown(results, reference) + "\n")
+    plot_curves(results, paths["png"])
+    return paths

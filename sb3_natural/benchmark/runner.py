@@ -1,0 +1,139 @@
+"""Run a benchmark grid through ``python -m sb3_natural.train``, in parallel and resumably.
+
+Every run is one subprocess with one torch thread, trained by the zoo CLI with its zoo config
+(ours from ``zoo_configs/``, SB3's and sb3-contrib's from rl-zoo3's files), with a deterministic
+evaluation (``eval_episodes`` episodes) every ``budget / eval_points`` steps. A run is finished
+when its ``result.json`` exists; a finished run is never repeated, and an interrupted one is
+restarted from scratch, so a killed grid continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sb3_natural.benchmark.callbacks import TIMING_ENV_VAR
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the grid."""
+
+    algo: str
+    env: str
+    seed: int
+    budget: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.algo}/{self.env}/seed{self.seed}"
+
+
+def grid(algos: Iterable[str], budgets: dict[str, int], seeds: Iterable[int]) -> list[Run]:
+    """All (algo, env, seed) runs, envs with their budget, in a stable order."""
+    return [Run(a, e, int(s), int(b)) for e, b in budgets.items() for a in algos for s in seeds]
+
+
+def run_dir(out: Path, run: Run) -> Path:
+    return out / "runs" / run.algo / run.env / f"seed{run.seed}"
+
+
+def load_result(out: Path, run: Run) -> dict[str, Any] | None:
+    path = run_dir(out, run) / "result.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return None
+
+
+def run_one(run: Run, out: Path, eval_points: int = 20, eval_episodes: int = 10, timeout: float | None = None) -> dict:
+    """Train and evaluate one run (or return its stored result)."""
+    done = load_result(out, run)
+    if done is not None:
+        return done
+    rdir = run_dir(out, run)
+    if rdir.exists():  # an interrupted attempt: start again
+        shutil.rmtree(rdir)
+    rdir.mkdir(parents=True)
+    logs = rdir / "logs"
+    timing = rdir / "timing.json"
+    cmd = [
+        sys.executable, "-m", "sb3_natural.train",
+        "--algo", run.algo, "--env", run.env, "--seed", str(run.seed), "-n", str(run.budget),
+        "-f", str(logs), "--eval-freq", str(max(run.budget // eval_points, 1)), "--eval-episodes", str(eval_episodes),
+        "--n-eval-envs", "1", "--verbose", "0",
+        "-params", "callback:'sb3_natural.benchmark.callbacks.UpdateTimer'",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", TIMING_ENV_VAR: str(timing)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=rdir)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        (rdir / "error.txt").write_text(proc.stderr[-20000:])
+        raise RuntimeError(f"{run.key} failed (exit {proc.returncode}); see {rdir / 'error.txt'}")
+    evals = np.load(next(logs.glob(f"{run.algo}/{run.env}_*/evaluations.npz")))
+    means = evals["results"].mean(axis=1)
+    timing_data = json.loads(timing.read_text()) if timing.is_file() else {}
+    result = {
+        **asdict(run),
+        "final_mean": float(means[-1]),
+        "final_std": float(evals["results"][-1].std()),
+        "curve_steps": [int(s) for s in evals["timesteps"]],
+        "curve_means": [float(m) for m in means],
+        "wall_s": wall,
+        "steps_per_s": run.budget / wall,
+        "mean_update_s": timing_data.get("mean_update_s"),
+        "n_updates": timing_data.get("updates"),
+    }
+    tmp = rdir / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.rename(rdir / "result.json")
+    return result
+
+
+def run_grid(
+    runs: list[Run],
+    out: Path,
+    workers: int = 2,
+    eval_points: int = 20,
+    eval_episodes: int = 10,
+    progress: bool = True,
+) -> tuple[list[dict], list[str]]:
+    """Run what is not finished yet, ``workers`` at a time; returns (results, failures)."""
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    failures: list[str] = []
+    todo = []
+    for r in runs:
+        done = load_result(out, r)
+        if done is None:
+            todo.append(r)
+        else:
+            results.append(done)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="benchmark runs", unit="run")
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(run_one, r, out, eval_points, eval_episodes): r for r in todo}
+        for fut in as_completed(futures):
+            try:
+                results.append(fut.result())
+            except Exception as err:  # one failed run must not stop the grid
+                failures.append(str(err))
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return results, failures

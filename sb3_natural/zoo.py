@@ -1,0 +1,205 @@
+"""rl-zoo3 integration: register our algorithms, their YAML configs and their Optuna samplers.
+
+rl-zoo3 has no plugin mechanism: its ``ALGOS``, ``HYPERPARAMS_SAMPLER`` and
+``HYPERPARAMS_CONVERTER`` dicts are module-level, and ``train``/``enjoy`` read them at call
+time. :func:`register` adds our keys to them; :func:`with_default_config` adds
+``--conf-file zoo_configs/<key>.yml`` for our keys when the user gave none.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from sb3_natural.fisher_trpo import FisherTRPO
+from sb3_natural.nac import NAC
+from sb3_natural.reinforce import REINFORCE
+
+#: Our zoo keys and the classes they train.
+ZOO_ALGOS: dict[str, Any] = {"nac": NAC, "fisher_trpo": FisherTRPO, "reinforce": REINFORCE}
+
+_NET_ARCH = {
+    "tiny": {"pi": [64], "vf": [64]},
+    "small": {"pi": [64, 64], "vf": [64, 64]},
+    "medium": {"pi": [256, 256], "vf": [256, 256]},
+}
+_ACTIVATION = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def zoo_config_dir() -> Path:
+    """``zoo_configs/`` of this checkout (or ``$SB3_NATURAL_ZOO_CONFIGS``, or ./zoo_configs)."""
+    env = os.environ.get("SB3_NATURAL_ZOO_CONFIGS")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parents[1] / "zoo_configs"
+    return here if here.is_dir() else Path.cwd() / "zoo_configs"
+
+
+def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
+    return {"net_arch": _NET_ARCH[raw["net_arch"]], "activation_fn": _ACTIVATION[raw["activation_fn"]]}
+
+
+def convert_nac_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """Optuna trial parameters -> NAC hyperparameters."""
+    return {
+        "n_steps": 2 ** raw["n_steps_pow"],
+        "batch_size": 2 ** raw["batch_size_pow"],
+        "gamma": 1 - raw["one_minus_gamma"],
+        "gae_lambda": 1 - raw["one_minus_gae_lambda"],
+        "solver": raw["solver"],
+        "ridge": raw["ridge"],
+        "target_kl": raw["target_kl"],
+        "n_critic_updates": raw["n_critic_updates"],
+        "policy_kwargs": _policy_kwargs(raw),
+    }
+
+
+def sample_nac_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """Optuna search space of NAC: solver, ridge (damping), target_kl, n_steps, gae_lambda, critic epochs."""
+    raw = {
+        "n_steps_pow": trial.suggest_int("n_steps_pow", 8, 11),
+        "batch_size_pow": trial.suggest_int("batch_size_pow", 5, 8),
+        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True),
+        "one_minus_gae_lambda": trial.suggest_float("one_minus_gae_lambda", 0.001, 0.1, log=True),
+        "solver": trial.suggest_categorical("solver", ["lstsq", "cg"]),
+        "ridge": trial.suggest_float("ridge", 1e-4, 1.0, log=True),
+        "target_kl": trial.suggest_float("target_kl", 0.002, 0.05, log=True),
+        "n_critic_updates": trial.suggest_int("n_critic_updates", 5, 20),
+        "net_arch": trial.suggest_categorical("net_arch", ["tiny", "small"]),
+        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+    }
+    return convert_nac_params(raw)
+
+
+def convert_fisher_trpo_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """Optuna trial parameters -> FisherTRPO hyperparameters."""
+    return {
+        "n_steps": 2 ** raw["n_steps_pow"],
+        "batch_size": 2 ** raw["batch_size_pow"],
+        "gamma": 1 - raw["one_minus_gamma"],
+        "gae_lambda": 1 - raw["one_minus_gae_lambda"],
+        "learning_rate": raw["learning_rate"],
+        "n_critic_updates": raw["n_critic_updates"],
+        "cg_max_steps": raw["cg_max_steps"],
+        "cg_damping": raw["cg_damping"],
+        "target_kl": raw["target_kl"],
+        "policy_kwargs": _policy_kwargs(raw),
+    }
+
+
+def sample_fisher_trpo_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """Optuna search space of FisherTRPO: damping, target_kl, CG steps, n_steps, gae_lambda, critic."""
+    raw = {
+        "n_steps_pow": trial.suggest_int("n_steps_pow", 8, 12),
+        "batch_size_pow": trial.suggest_int("batch_size_pow", 5, 10),
+        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True),
+        "one_minus_gae_lambda": trial.suggest_float("one_minus_gae_lambda", 0.001, 0.1, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 0.002, log=True),
+        "n_critic_updates": trial.suggest_int("n_critic_updates", 5, 30),
+        "cg_max_steps": trial.suggest_int("cg_max_steps", 5, 30),
+        "cg_damping": trial.suggest_float("cg_damping", 1e-3, 0.5, log=True),
+        "target_kl": trial.suggest_float("target_kl", 0.001, 0.1, log=True),
+        "net_arch": trial.suggest_categorical("net_arch", ["small", "medium"]),
+        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+    }
+    return convert_fisher_trpo_params(raw)
+
+
+def convert_reinforce_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """Optuna trial parameters -> REINFORCE hyperparameters."""
+    return {
+        "learning_rate": raw["learning_rate"],
+        "n_episodes": raw["n_episodes"],
+        "gamma": 1 - raw["one_minus_gamma"],
+        "baseline": None if raw["baseline"] == "none" else raw["baseline"],
+        "normalize_returns": raw["normalize_returns"],
+        "ent_coef": raw["ent_coef"],
+        "policy_kwargs": _policy_kwargs(raw),
+    }
+
+
+def sample_reinforce_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """Optuna search space of REINFORCE: learning rate, episodes per update, baseline, normalization."""
+    raw = {
+        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        "n_episodes": trial.suggest_int("n_episodes", 1, 32, log=True),
+        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True),
+        "baseline": trial.suggest_categorical("baseline", ["none", "mean", "value"]),
+        "normalize_returns": trial.suggest_categorical("normalize_returns", [False, True]),
+        "ent_coef": trial.suggest_float("ent_coef", 1e-8, 0.01, log=True),
+        "net_arch": trial.suggest_categorical("net_arch", ["tiny", "small"]),
+        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+    }
+    return convert_reinforce_params(raw)
+
+
+SAMPLERS = {"nac": sample_nac_params, "fisher_trpo": sample_fisher_trpo_params, "reinforce": sample_reinforce_params}
+CONVERTERS = {"nac": convert_nac_params, "fisher_trpo": convert_fisher_trpo_params, "reinforce": convert_reinforce_params}
+
+
+def register() -> None:
+    """Add our algorithms to rl-zoo3's registries (idempotent)."""
+    from rl_zoo3 import utils
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+
+    utils.ALGOS.update(ZOO_ALGOS)
+    HYPERPARAMS_SAMPLER.update(SAMPLERS)
+    HYPERPARAMS_CONVERTER.update(CONVERTERS)
+
+
+def _flag_value(argv: list[str], *names: str) -> str | None:
+    for i, arg in enumerate(argv):
+        for name in names:
+            if arg == name and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(name + "="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+def with_default_config(argv: list[str]) -> list[str]:
+    """Add ``--conf-file zoo_configs/<algo>.yml`` for our keys, and check the algorithm key."""
+    from rl_zoo3 import utils
+
+    algo = _flag_value(argv, "--algo") or "ppo"
+    if algo not in utils.ALGOS:
+        raise SystemExit(f"error: unknown algorithm {algo!r}; available: {', '.join(sorted(utils.ALGOS))}")
+    if algo in ZOO_ALGOS and _flag_value(argv, "--conf-file", "-conf") is None:
+        config = zoo_config_dir() / f"{algo}.yml"
+        if not config.is_file():
+            raise SystemExit(f"error: no zoo config for {algo!r} at {config}; pass --conf-file")
+        argv = [*argv, "--conf-file", str(config)]
+    return argv
+
+
+def run_zoo(entry: str, argv: list[str] | None = None) -> None:
+    """Run rl-zoo3's ``train`` or ``enjoy`` with our algorithms registered, one torch thread."""
+    import torch as th
+
+    if "--num-threads" not in (argv or sys.argv[1:]):
+        th.set_num_threads(1)
+    register()
+    args = (
+        with_default_config(list(sys.argv[1:] if argv is None else argv))
+        if entry == "train"
+        else list(sys.argv[1:] if argv is None else argv)
+    )
+    if entry == "enjoy":
+        from rl_zoo3 import utils
+
+        algo = _flag_value(args, "--algo") or "ppo"
+        if algo not in utils.ALGOS:
+            raise SystemExit(f"error: unknown algorithm {algo!r}; available: {', '.join(sorted(utils.ALGOS))}")
+    sys.argv = [f"sb3_natural.{entry}", *args]
+    if entry == "train":
+        from rl_zoo3.train import train
+
+        train()
+    else:
+        from rl_zoo3.enjoy import enjoy
+
+        enjoy()

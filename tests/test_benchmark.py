@@ -1,0 +1,65 @@
+"""The benchmark harness: a tiny grid end to end, killed part-way and resumed."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sb3_natural.benchmark.report import bootstrap_ci, iqm, probability_of_improvement
+
+ARGS = ["--suite", "quick", "--algos", "nac", "a2c", "--envs", "CartPole-v1", "--budget", "2048", "--seeds", "0", "1",
+        "--eval-points", "2", "--eval-episodes", "2", "--workers", "1", "--no-progress"]  # fmt: skip
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _results(out: Path) -> list[Path]:
+    return sorted(out.glob("runs/*/*/*/result.json"))
+
+
+def test_grid_killed_and_resumed(tmp_path):
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "sb3_natural.benchmark", *ARGS, "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not _results(out) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = _results(out)
+    assert 1 <= len(first) < 4, "the grid should be killed part-way"
+    stamps = {p: p.stat().st_mtime_ns for p in first}
+
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(_results(out)) == 4
+    for p, stamp in stamps.items():
+        assert p.stat().st_mtime_ns == stamp, f"{p} was run again"
+
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {(r["algo"], r["seed"]) for r in rows} == {("nac", "0"), ("nac", "1"), ("a2c", "0"), ("a2c", "1")}
+    for r in rows:
+        assert float(r["steps_per_s"]) > 0 and float(r["mean_update_s"]) > 0 and int(r["n_updates"]) >= 1
+    report = (out / "report.md").read_text()
+    assert "### CartPole-v1 (2048 steps)" in report and "| nac | 2 |" in report and "| a2c | 2 |" in report
+    assert "Aggregate over envs" in report
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_statistics_against_hand_values():
+    x = np.array([1.0, 2.0, 3.0, 4.0, 100.0, -50.0, 5.0, 6.0])
+    # IQM of 8 values: mean of the middle 4 after sorting (-50, 1, 2, 3, 4, 5, 6, 100) -> 3.5
+    assert float(iqm(x)) == 3.5
+    lo, hi = bootstrap_ci(x, iqm)
+    assert lo <= 3.5 <= hi and lo < hi
+    a = np.array([[3.0], [4.0]])
+    b = np.array([[1.0], [2.0]])
+    assert probability_of_improvement(a, b) == 1.0
+    assert probability_of_improvement(b, a) == 0.0
+    assert probability_of_improvement(a, a) == 0.5
