@@ -15,12 +15,13 @@ from typing import Any
 
 from torch import nn
 
+from sb3_natural.deterministic import DDPG, TD3
 from sb3_natural.fisher_trpo import FisherTRPO
 from sb3_natural.nac import NAC
 from sb3_natural.reinforce import REINFORCE
 
 #: Our zoo keys and the classes they train.
-ZOO_ALGOS: dict[str, Any] = {"nac": NAC, "fisher_trpo": FisherTRPO, "reinforce": REINFORCE}
+ZOO_ALGOS: dict[str, Any] = {"nac": NAC, "fisher_trpo": FisherTRPO, "reinforce": REINFORCE, "ddpg_ig": DDPG, "td3_ig": TD3}
 
 _NET_ARCH = {
     "tiny": {"pi": [64], "vf": [64]},
@@ -137,8 +138,43 @@ def sample_reinforce_params(trial: Any, n_actions: int, n_envs: int, additional_
     return convert_reinforce_params(raw)
 
 
-SAMPLERS = {"nac": sample_nac_params, "fisher_trpo": sample_fisher_trpo_params, "reinforce": sample_reinforce_params}
-CONVERTERS = {"nac": convert_nac_params, "fisher_trpo": convert_fisher_trpo_params, "reinforce": convert_reinforce_params}
+def sample_td3_ig_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """rl-zoo3's TD3 search space plus the action-gradient transform and the actor output."""
+    from rl_zoo3.hyperparams_opt import sample_td3_params
+
+    params = sample_td3_params(trial, n_actions, n_envs, additional_args)
+    params["action_grad_transform"] = trial.suggest_categorical("action_grad_transform", ["none", "invert"])
+    params["actor_output"] = trial.suggest_categorical("actor_output", ["tanh", "linear"])
+    return convert_td3_ig_params(params)
+
+
+def convert_td3_ig_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Trial parameters -> TD3/DDPG hyperparameters ("none" stands for None in the study storage)."""
+    from rl_zoo3.hyperparams_opt import convert_offpolicy_params
+
+    extra = {k: params.pop(k) for k in ("action_grad_transform", "actor_output") if k in params}
+    out = params if "policy_kwargs" in params else convert_offpolicy_params(params)
+    if "action_grad_transform" in extra:
+        out["action_grad_transform"] = None if extra["action_grad_transform"] == "none" else extra["action_grad_transform"]
+    if "actor_output" in extra:
+        out["actor_output"] = extra["actor_output"]
+    return out
+
+
+SAMPLERS = {
+    "nac": sample_nac_params,
+    "fisher_trpo": sample_fisher_trpo_params,
+    "reinforce": sample_reinforce_params,
+    "td3_ig": sample_td3_ig_params,
+    "ddpg_ig": sample_td3_ig_params,
+}
+CONVERTERS = {
+    "nac": convert_nac_params,
+    "fisher_trpo": convert_fisher_trpo_params,
+    "reinforce": convert_reinforce_params,
+    "td3_ig": convert_td3_ig_params,
+    "ddpg_ig": convert_td3_ig_params,
+}
 
 
 def register() -> None:

@@ -12,6 +12,7 @@ import pytest
 from sb3_natural.zoo import ZOO_ALGOS, with_default_config
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV_OF = {"ddpg_ig": "Pendulum-v1", "td3_ig": "Pendulum-v1"}  # continuous actions; the others run on CartPole
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # A short random-sampler Optuna study: one evaluation of 2 episodes per trial.
 OPTIMIZE = ["-n", "1024", "-optimize", "--n-jobs", "1", "--sampler", "random", "--pruner", "none",
@@ -26,15 +27,16 @@ def run(module: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.Co
 
 @pytest.mark.parametrize("algo", sorted(ZOO_ALGOS))
 def test_train_then_enjoy(algo, tmp_path):
-    args = ["--algo", algo, "--env", "CartPole-v1", "-n", "1024", "--seed", "0", "-f", str(tmp_path / "logs")]
+    env_id = ENV_OF.get(algo, "CartPole-v1")
+    args = ["--algo", algo, "--env", env_id, "-n", "1024", "--seed", "0", "-f", str(tmp_path / "logs")]
     proc = run("sb3_natural.train", *args, "--eval-freq", "512", "--eval-episodes", "2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run_dir = tmp_path / "logs" / algo / "CartPole-v1_1"
-    for name in ("CartPole-v1.zip", "evaluations.npz", "0.monitor.csv", "CartPole-v1/config.yml", "CartPole-v1/args.yml"):
+    run_dir = tmp_path / "logs" / algo / f"{env_id}_1"
+    for name in (f"{env_id}.zip", "evaluations.npz", "0.monitor.csv", f"{env_id}/config.yml", f"{env_id}/args.yml"):
         assert (run_dir / name).is_file(), name
-    config = (run_dir / "CartPole-v1" / "config.yml").read_text()
-    assert "n_steps" in config or "n_episodes" in config  # our zoo_configs entry was used
-    proc = run("sb3_natural.enjoy", "--algo", algo, "--env", "CartPole-v1", "-f", str(tmp_path / "logs"), "-n", "200",
+    config = (run_dir / env_id / "config.yml").read_text()
+    assert any(k in config for k in ("n_steps", "n_episodes", "action_grad_transform"))  # our zoo_configs entry was used
+    proc = run("sb3_natural.enjoy", "--algo", algo, "--env", env_id, "-f", str(tmp_path / "logs"), "-n", "200",
                "--no-render", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Episode" in proc.stdout or "Atari" in proc.stdout or proc.stdout.strip()
@@ -45,7 +47,8 @@ def test_optimize_two_trials_sqlite(algo, tmp_path):
     import optuna
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    args = ["--algo", algo, "--env", "CartPole-v1", *OPTIMIZE, "--storage", storage, "--study-name", "s", "--seed", "0"]
+    env_id = ENV_OF.get(algo, "CartPole-v1")
+    args = ["--algo", algo, "--env", env_id, *OPTIMIZE, "--storage", storage, "--study-name", "s", "--seed", "0"]
     proc = run("sb3_natural.train", *args, "-f", str(tmp_path / "logs"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="s", storage=storage)
@@ -120,13 +123,26 @@ def test_every_zoo_config_builds_a_model():
 
     from sb3_natural.zoo import zoo_config_dir
 
-    known_zoo_keys = {"n_envs", "n_timesteps", "policy", "normalize", "env_wrapper", "frame_stack", "callback"}
+    known_zoo_keys = {
+        "n_envs",
+        "n_timesteps",
+        "policy",
+        "normalize",
+        "env_wrapper",
+        "frame_stack",
+        "callback",
+        "noise_type",
+        "noise_std",
+    }
     for algo, cls in ZOO_ALGOS.items():
         entries = yaml.safe_load((zoo_config_dir() / f"{algo}.yml").read_text())
-        assert "default" in entries and "CartPole-v1" in entries
+        assert "default" in entries and ENV_OF.get(algo, "CartPole-v1") in entries
         import inspect
 
         params = set(inspect.signature(cls.__init__).parameters)
+        for base in cls.__mro__[1:]:  # TD3/DDPG take SB3's arguments through **kwargs
+            if "__init__" in vars(base):
+                params |= set(inspect.signature(base.__init__).parameters)
         for env_id, hp in entries.items():
             unknown = set(hp) - known_zoo_keys - params
             assert not unknown, f"{algo}.yml {env_id}: unknown arguments {unknown}"
