@@ -52,6 +52,17 @@ def test_grid_killed_and_resumed(tmp_path):
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_relative_output_directory(tmp_path):
+    """--out given relative to the working directory (as in the docs) works too."""
+    cmd = [sys.executable, "-m", "sb3_natural.benchmark", "--suite", "quick", "--algos", "a2c", "--envs", "CartPole-v1",
+           "--budget", "512", "--seeds", "0", "--eval-points", "1", "--eval-episodes", "1", "--workers", "1",
+           "--no-progress", "--out", "rel/bench"]  # fmt: skip
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "rel/bench/runs/a2c/CartPole-v1/seed0/result.json").is_file()
+    assert (tmp_path / "rel/bench/results.csv").is_file()
+
+
 def test_statistics_against_hand_values():
     x = np.array([1.0, 2.0, 3.0, 4.0, 100.0, -50.0, 5.0, 6.0])
     # IQM of 8 values: mean of the middle 4 after sorting (-50, 1, 2, 3, 4, 5, 6, 100) -> 3.5

@@ -58,6 +58,7 @@ def load_result(out: Path, run: Run) -> dict[str, Any] | None:
 
 def run_one(run: Run, out: Path, eval_points: int = 20, eval_episodes: int = 10, timeout: float | None = None) -> dict:
     """Train and evaluate one run (or return its stored result)."""
+    out = out.resolve()  # the training subprocess runs in the run's own directory
     done = load_result(out, run)
     if done is not None:
         return done
@@ -110,6 +111,7 @@ def run_grid(
     progress: bool = True,
 ) -> tuple[list[dict], list[str]]:
     """Run what is not finished yet, ``workers`` at a time; returns (results, failures)."""
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     failures: list[str] = []
