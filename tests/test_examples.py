@@ -38,7 +38,7 @@ def test_every_example_is_tested(name):
 
 
 def test_nac_cartpole_example():
-    out = run_example("nac_cartpole.py", timeout=600)
+    out = run_example_args("nac_cartpole.py", "20000")
     kl = float(out.split("KL ")[1].split(",")[0])
     assert 0.0 < kl < 0.05
     assert float(out.split("mean return ")[1].split()[0]) >= 9.0
@@ -59,3 +59,42 @@ def test_demo_writes_score_and_curve(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = (tmp_path / "nac_cartpole_learning_curve.csv").read_text().strip().splitlines()
     assert len(rows) >= 3  # header + at least two evaluation points
+
+
+def test_reinforce_cartpole_example():
+    proc_out = run_example_args("reinforce_cartpole.py", "3000")
+    assert "episodes" in proc_out and float(proc_out.split("mean return ")[1].split()[0]) >= 8.0
+
+
+def test_fisher_trpo_pendulum_example():
+    out = run_example_args("fisher_trpo_pendulum.py", "4096")
+    kl = float(out.split("KL ")[1].split()[0])
+    assert 0.0 <= kl < 0.01 + 1e-9
+    assert float(out.split("mean return ")[1].split()[0]) < 0  # Pendulum returns are negative
+
+
+def test_td3_inverting_gradients_example():
+    out = run_example_args("td3_inverting_gradients.py", "1500")
+    inverted = [float(v) for v in out.split("inverted: [")[1].split("]")[0].split(",")]
+    assert inverted == pytest.approx([0.5, 0.05, -0.1], abs=1e-6)
+    assert "distance to the bounds" in out
+
+
+def run_example_args(name: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_readme_results_are_generated_from_the_result_files():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "update_readme.py"), "--check"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
