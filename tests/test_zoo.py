@@ -146,3 +146,23 @@ def test_every_zoo_config_builds_a_model():
         for env_id, hp in entries.items():
             unknown = set(hp) - known_zoo_keys - params
             assert not unknown, f"{algo}.yml {env_id}: unknown arguments {unknown}"
+
+
+def test_yaml_values_as_rl_zoo_produces_them(tmp_path):
+    """A lin_ schedule for learning_rate, a policy_kwargs string and normalize settings are accepted."""
+    conf = tmp_path / "reinforce.yml"
+    conf.write_text(
+        "CartPole-v1:\n  policy: 'MlpPolicy'\n  n_timesteps: 600\n  n_episodes: 2\n  learning_rate: lin_1e-3\n"
+        '  policy_kwargs: "dict(net_arch=[16], activation_fn=nn.ReLU)"\n'
+        "  normalize: \"{'norm_obs': True, 'norm_reward': False}\"\n"
+    )
+    proc = run("sb3_natural.train", "--algo", "reinforce", "--env", "CartPole-v1", "--conf-file", str(conf),
+               "-f", str(tmp_path / "l"), "--seed", "0", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "l" / "reinforce" / "CartPole-v1_1"
+    assert (run_dir / "CartPole-v1" / "vecnormalize.pkl").is_file()
+    from sb3_natural import REINFORCE
+
+    model = REINFORCE.load(run_dir / "CartPole-v1.zip")
+    assert model.policy.net_arch == [16]
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3) and model.lr_schedule(0.5) == pytest.approx(5e-4)
