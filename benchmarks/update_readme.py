@@ -1,4 +1,4 @@
-"""Regenerate the README's results section from the benchmark report files.
+"""Regenerate the README's results section and BENCHMARKS.md's learning tables from the result files.
 
     python benchmarks/update_readme.py          # rewrite README.md between the markers
     python benchmarks/update_readme.py --check  # exit 1 if README.md is out of date
@@ -48,9 +48,28 @@ def section(results: Path = ROOT / "benchmarks" / "results") -> str:
     return "\n\n".join(parts)
 
 
+def learning_section(results: Path = ROOT / "benchmarks" / "results") -> str:
+    """BENCHMARKS.md's learning tables: every grid's full report (aggregate included) and the bounds table."""
+    parts = []
+    for folder, title in GRIDS:
+        report = results / folder / "report.md"
+        if not report.is_file():
+            parts.append(f"### {title}\n\nNot run yet.")
+            continue
+        text = f"### {title}\n\nOutput: `benchmarks/results/{folder}/` (results.csv, report.md, curves.png).\n\n"
+        text += report.read_text().strip().replace("### ", "#### ")
+        bounds = results / folder / "bounds.md"
+        if bounds.is_file():
+            text += "\n\n" + bounds.read_text().strip()
+        if (results / folder / "curves.png").is_file():
+            text += f"\n\n![{title}](benchmarks/results/{folder}/curves.png)"
+        parts.append(text)
+    return "\n\n".join(parts)
+
+
 def render(readme: str, body: str) -> str:
     if START not in readme or END not in readme:
-        raise SystemExit(f"README.md has no {START} ... {END} markers")
+        raise SystemExit(f"no {START} ... {END} markers")
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{body}\n{END}{tail}"
@@ -60,16 +79,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    path = ROOT / "README.md"
-    current = path.read_text()
-    new = render(current, section())
-    if args.check:
-        if new != current:
-            print("README.md results section is out of date: run python benchmarks/update_readme.py", file=sys.stderr)
-            return 1
-        return 0
-    path.write_text(new)
-    return 0
+    status = 0
+    for path, body in ((ROOT / "README.md", section()), (ROOT / "BENCHMARKS.md", learning_section())):
+        current = path.read_text()
+        new = render(current, body)
+        if args.check:
+            if new != current:
+                print(f"{path.name}: generated section out of date: run python benchmarks/update_readme.py", file=sys.stderr)
+                status = 1
+        else:
+            path.write_text(new)
+    return status
 
 
 if __name__ == "__main__":

@@ -1,0 +1,67 @@
+"""Share of actions at the bounds for the TD3 runs of a benchmark grid (issue: inverting gradients).
+
+    python benchmarks/bench_td3_bounds.py benchmarks/results/td3_invert
+
+For every finished run, loads its final model (and VecNormalize statistics, if any) and plays 10
+deterministic episodes on a fresh env; an action dimension counts as "at the bound" when it lies
+within 1% of the range from the bound (|a| >= 0.98 in SB3's scaled [-1, 1] space). Prints a Markdown
+table (median over seeds) and writes bounds.md next to the grid's report.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch as th
+
+
+def share_at_bounds(run_dir: Path, episodes: int = 10, threshold: float = 0.98) -> float:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_natural.zoo import ZOO_ALGOS
+
+    result = json.loads((run_dir / "result.json").read_text())
+    algo, env_id = result["algo"], result["env"]
+    zip_path = next((run_dir / "logs").glob(f"{algo}/{env_id}_*/{env_id}.zip"))
+    if algo in ZOO_ALGOS:
+        cls = ZOO_ALGOS[algo]
+    else:
+        from rl_zoo3.utils import ALGOS
+
+        cls = ALGOS[algo]
+    model = cls.load(zip_path, device="cpu")
+    env = make_vec_env(env_id, n_envs=1, seed=12345)
+    obs = env.reset()
+    at_bound, total, done_eps = 0, 0, 0
+    while done_eps < episodes:
+        action, _ = model.predict(obs, deterministic=True)
+        scaled = model.policy.scale_action(action)
+        at_bound += int((np.abs(scaled) >= threshold).sum())
+        total += scaled.size
+        obs, _, dones, _ = env.step(action)
+        done_eps += int(dones.sum())
+    return at_bound / total
+
+
+def main() -> None:
+    th.set_num_threads(1)
+    grid = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/td3_invert")
+    rows: dict[tuple[str, str], list[float]] = {}
+    for rfile in sorted(grid.glob("runs/*/*/*/result.json")):
+        r = json.loads(rfile.read_text())
+        rows.setdefault((r["algo"], r["env"]), []).append(share_at_bounds(rfile.parent))
+    lines = ["| algorithm | env | seeds | share of action dims at the bounds (median) | per seed |", "|---|---|---|---|---|"]
+    for (algo, env_id), shares in sorted(rows.items()):
+        per = ", ".join(f"{s:.2f}" for s in shares)
+        lines.append(f"| {algo} | {env_id} | {len(shares)} | {statistics.median(shares):.2f} | {per} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (grid / "bounds.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
