@@ -68,3 +68,10 @@ def check_finite_observations(observations: object) -> None:
     """Raise a clear error for NaN/inf in observations."""
     if has_nonfinite(observations):
         raise ValueError("observations contain NaN or inf; check the environment or wrap it with VecCheckNan")
+
+
+def check_at_least_one(**values: int) -> None:
+    """Raise ``ValueError`` naming the first argument that is below 1."""
+    for name, value in values.items():
+        if int(value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")

@@ -44,10 +44,18 @@ class _ChainRuleActorMixin(_MixinBase):
         "MultiInputPolicy": MultiInputChainPolicy,
     }
 
-    def _init_transform(self, action_grad_transform: str | ActionGradTransform | None, actor_output: str) -> None:
+    def __init__(
+        self,
+        policy: Any,
+        env: Any,
+        action_grad_transform: str | ActionGradTransform | None = None,
+        actor_output: str = "tanh",
+        **kwargs: Any,
+    ) -> None:
         self._transform = resolve_transform(action_grad_transform)
         self.action_grad_transform = action_grad_transform
         self.actor_output = actor_output
+        super().__init__(policy, env, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:
         excluded = [*super()._excluded_save_params(), "_transform"]
@@ -131,28 +139,6 @@ _EXTRA_DOC = """
 class TD3(_ChainRuleActorMixin, SB3TD3):
     __doc__ = (SB3TD3.__doc__ or "") + _EXTRA_DOC
 
-    def __init__(
-        self,
-        policy: Any,
-        env: Any,
-        action_grad_transform: str | ActionGradTransform | None = None,
-        actor_output: str = "tanh",
-        **kwargs: Any,
-    ) -> None:
-        self._init_transform(action_grad_transform, actor_output)
-        super().__init__(policy, env, **kwargs)
-
 
 class DDPG(_ChainRuleActorMixin, SB3DDPG):
     __doc__ = (SB3DDPG.__doc__ or "") + _EXTRA_DOC
-
-    def __init__(
-        self,
-        policy: Any,
-        env: Any,
-        action_grad_transform: str | ActionGradTransform | None = None,
-        actor_output: str = "tanh",
-        **kwargs: Any,
-    ) -> None:
-        self._init_transform(action_grad_transform, actor_output)
-        super().__init__(policy, env, **kwargs)

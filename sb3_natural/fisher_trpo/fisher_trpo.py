@@ -16,7 +16,7 @@ from sb3_natural.common.fisher import AnalyticFVP, DirectFVP, dense_fisher
 from sb3_natural.common.heads import ActorHead
 from sb3_natural.common.solvers import conjugate_gradient, dense_solve
 from sb3_natural.common.updates import fit_critic, index_obs, make_optimizer, natural_step_scale
-from sb3_natural.common.weighting import check_finite_rollout
+from sb3_natural.common.weighting import check_at_least_one, check_finite_rollout
 
 SelfFisherTRPO = TypeVar("SelfFisherTRPO", bound="FisherTRPO")
 
@@ -168,15 +168,13 @@ class FisherTRPO(OnPolicyAlgorithm):
             raise ValueError("solver='dense' needs cg_damping > 0 (the Fisher of a network is singular)")
         if not 0.0 < line_search_shrinking_factor < 1.0:
             raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor}")
-        for name, value in (
-            ("n_steps", n_steps),
-            ("batch_size", batch_size),
-            ("cg_max_steps", cg_max_steps),
-            ("line_search_max_iter", line_search_max_iter),
-            ("sub_sampling_factor", sub_sampling_factor),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        check_at_least_one(
+            n_steps=n_steps,
+            batch_size=batch_size,
+            cg_max_steps=cg_max_steps,
+            line_search_max_iter=line_search_max_iter,
+            sub_sampling_factor=sub_sampling_factor,
+        )
         if n_critic_updates < 0:
             raise ValueError(f"n_critic_updates must be >= 0, got {n_critic_updates}")
         self.batch_size = batch_size

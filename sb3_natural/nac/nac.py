@@ -18,7 +18,13 @@ from sb3_natural.common.heads import ActorHead
 from sb3_natural.common.scores import empty_output, per_sample_scores
 from sb3_natural.common.solvers import compatible_least_squares, conjugate_gradient
 from sb3_natural.common.updates import apply_step, fit_critic, make_optimizer, natural_step_scale
-from sb3_natural.common.weighting import check_finite_rollout, discount_weights, episode_times, has_nonfinite
+from sb3_natural.common.weighting import (
+    check_at_least_one,
+    check_finite_rollout,
+    discount_weights,
+    episode_times,
+    has_nonfinite,
+)
 
 SelfNAC = TypeVar("SelfNAC", bound="NAC")
 
@@ -153,15 +159,13 @@ class NAC(OnPolicyAlgorithm):
             raise ValueError(f"ridge must be > 0, got {ridge}")
         if target_kl is not None and not target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None, got {target_kl}")
-        for name, value in (
-            ("n_steps", n_steps),
-            ("batch_size", batch_size),
-            ("cg_max_steps", cg_max_steps),
-            ("sgd_epochs", sgd_epochs),
-            ("sgd_batch_size", sgd_batch_size),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        check_at_least_one(
+            n_steps=n_steps,
+            batch_size=batch_size,
+            cg_max_steps=cg_max_steps,
+            sgd_epochs=sgd_epochs,
+            sgd_batch_size=sgd_batch_size,
+        )
         if n_critic_updates < 0:
             raise ValueError(f"n_critic_updates must be >= 0, got {n_critic_updates}")
         if not 0.0 <= gamma <= 1.0 or not 0.0 <= gae_lambda <= 1.0:
