@@ -33,16 +33,23 @@ def load_zoo_entry(algo: str, env_id: str, config_dir: Path = ZOO_CONFIGS) -> di
 
 
 class EvalCurve(BaseCallback):
-    """Deterministic evaluation every ``eval_freq`` steps on a separately seeded env."""
+    """Deterministic evaluation every ``eval_freq`` steps on a separately seeded env, and the
+    returns of the training episodes (stochastic policy, from the Monitor wrapper)."""
 
     def __init__(self, eval_env: Any, eval_freq: int, n_eval_episodes: int = 5) -> None:
         super().__init__()
         self.eval_env, self.eval_freq, self.n_eval_episodes = eval_env, eval_freq, n_eval_episodes
         self.steps: list[int] = []
         self.means: list[float] = []
+        self.train_steps: list[int] = []
+        self.train_returns: list[float] = []
         self._next = 0
 
     def _on_step(self) -> bool:
+        for info in self.locals.get("infos", []):
+            if "episode" in info:
+                self.train_steps.append(self.num_timesteps)
+                self.train_returns.append(float(info["episode"]["r"]))
         if self.num_timesteps >= self._next:
             mean, _ = evaluate_policy(self.model, self.eval_env, self.n_eval_episodes, deterministic=True)
             self.steps.append(self.num_timesteps)
@@ -86,9 +93,15 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(curve.steps, curve.means, marker="o")
+    if curve.train_returns:
+        window = 20
+        r = np.array(curve.train_returns)
+        rolling = np.convolve(r, np.ones(window) / window, mode="valid") if len(r) >= window else r
+        ax.plot(curve.train_steps[len(r) - len(rolling) :], rolling, label="training episodes (stochastic, mean of 20)")
+    ax.plot(curve.steps, curve.means, marker="o", label="evaluation (deterministic, 5 episodes; first point: untrained)")
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("mean return (5 deterministic episodes)")
+    ax.set_ylabel("return")
+    ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"NAC on {env_id} (seed {args.seed})")
     ax.set_ylim(0, 520)
     ax.grid(alpha=0.3)
