@@ -244,7 +244,6 @@ class NAC(OnPolicyAlgorithm):
         if isinstance(self.action_space, spaces.Discrete):
             actions = actions.long().flatten()
 
-        head = self._head
         w, stats = self._natural_gradient(data.observations, actions, adv, weights)
         step_info = self._actor_step(data.observations, w)
         value_loss = fit_critic(self.policy, data.observations, data.returns, self.n_critic_updates, self.batch_size)
@@ -258,7 +257,6 @@ class NAC(OnPolicyAlgorithm):
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
-        del head
 
     def _natural_gradient(
         self, obs: Any, actions: th.Tensor, adv: th.Tensor, weights: th.Tensor | None
