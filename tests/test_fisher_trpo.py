@@ -173,6 +173,8 @@ def test_same_seed_same_result():
         ({"solver": "dense", "cg_damping": 0.0}, "cg_damping > 0"),
         ({"line_search_shrinking_factor": 1.5}, "line_search_shrinking_factor"),
         ({"sub_sampling_factor": 0}, "sub_sampling_factor must be >= 1"),
+        ({"learning_rate": 0.0}, "learning_rate must be a float"),
+        ({"n_critic_updates": -1}, "n_critic_updates must be >= 0"),
     ],
 )
 def test_invalid_arguments(kwargs, match):

@@ -182,6 +182,12 @@ def test_same_seed_same_result():
         ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"n_critic_updates": -1}, "n_critic_updates"),
         ({"gamma": 1.5}, "gamma"),
+        ({"sgd_learning_rate": 0.0}, "sgd_learning_rate must be a float"),
+        ({"critic_learning_rate": -1e-3}, "critic_learning_rate must be"),
+        ({"critic_learning_rate": lambda _: 0.0}, "critic_learning_rate must be a schedule"),
+        ({"learning_rate": float("nan")}, "learning_rate must be"),
+        ({"cg_residual_tol": -1.0}, "cg_residual_tol must be >= 0"),
+        ({"cg_max_steps": 0}, "cg_max_steps must be >= 1"),
     ],
 )
 def test_invalid_arguments(kwargs, match):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -75,3 +78,15 @@ def check_at_least_one(**values: int) -> None:
     for name, value in values.items():
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def check_rate(name: str, value: float | Callable[[float], float]) -> None:
+    """Raise ``ValueError`` unless ``value`` is a positive finite rate or a schedule.
+
+    A schedule (SB3's ``Schedule``: progress_remaining in [0, 1] -> rate) is checked at the start
+    of training (progress_remaining = 1), where rl-zoo3's ``lin_`` schedules take their largest value.
+    """
+    rate = value(1.0) if callable(value) else value
+    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+        kind = "a schedule whose start value" if callable(value) else "a float that"
+        raise ValueError(f"{name} must be {kind} is > 0 and finite, got {rate!r}")

@@ -16,7 +16,7 @@ from sb3_natural.common.fisher import AnalyticFVP, DirectFVP, dense_fisher
 from sb3_natural.common.heads import ActorHead
 from sb3_natural.common.solvers import conjugate_gradient, dense_solve
 from sb3_natural.common.updates import fit_critic, index_obs, make_optimizer, natural_step_scale
-from sb3_natural.common.weighting import check_at_least_one, check_finite_rollout
+from sb3_natural.common.weighting import check_at_least_one, check_finite_rollout, check_rate
 
 SelfFisherTRPO = TypeVar("SelfFisherTRPO", bound="FisherTRPO")
 
@@ -177,6 +177,7 @@ class FisherTRPO(OnPolicyAlgorithm):
         )
         if n_critic_updates < 0:
             raise ValueError(f"n_critic_updates must be >= 0, got {n_critic_updates}")
+        check_rate("learning_rate", learning_rate)
         self.batch_size = batch_size
         self.cg_max_steps = cg_max_steps
         self.cg_damping = cg_damping

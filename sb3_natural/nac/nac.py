@@ -21,6 +21,7 @@ from sb3_natural.common.updates import apply_step, fit_critic, make_optimizer, n
 from sb3_natural.common.weighting import (
     check_at_least_one,
     check_finite_rollout,
+    check_rate,
     discount_weights,
     episode_times,
     has_nonfinite,
@@ -170,8 +171,11 @@ class NAC(OnPolicyAlgorithm):
             raise ValueError(f"n_critic_updates must be >= 0, got {n_critic_updates}")
         if not 0.0 <= gamma <= 1.0 or not 0.0 <= gae_lambda <= 1.0:
             raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {gamma} and {gae_lambda}")
-        if not sgd_learning_rate > 0:
-            raise ValueError(f"sgd_learning_rate must be > 0, got {sgd_learning_rate}")
+        check_rate("learning_rate", learning_rate)
+        check_rate("critic_learning_rate", critic_learning_rate)
+        check_rate("sgd_learning_rate", sgd_learning_rate)
+        if not cg_residual_tol >= 0:
+            raise ValueError(f"cg_residual_tol must be >= 0, got {cg_residual_tol}")
         self.batch_size = batch_size
         self.n_critic_updates = n_critic_updates
         self.critic_learning_rate = critic_learning_rate

@@ -16,7 +16,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from sb3_natural.common.heads import ActorHead
 from sb3_natural.common.returns import Episode, EpisodeStore, episode_weights
 from sb3_natural.common.updates import fit_critic, make_optimizer
-from sb3_natural.common.weighting import check_finite_observations, check_finite_rewards
+from sb3_natural.common.weighting import check_finite_observations, check_finite_rewards, check_rate
 
 SelfREINFORCE = TypeVar("SelfREINFORCE", bound="REINFORCE")
 
@@ -140,6 +140,8 @@ class REINFORCE(OnPolicyAlgorithm):
             raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
         if ent_coef < 0:
             raise ValueError(f"ent_coef must be >= 0, got {ent_coef}")
+        check_rate("learning_rate", learning_rate)
+        check_rate("critic_learning_rate", critic_learning_rate)
         if n_critic_updates < 0 or batch_size < 1:
             raise ValueError(f"n_critic_updates must be >= 0 and batch_size >= 1, got {n_critic_updates}, {batch_size}")
         self.n_episodes = n_episodes
