@@ -21,7 +21,15 @@ from sb3_natural.nac import NAC
 from sb3_natural.reinforce import REINFORCE
 
 #: Our zoo keys and the classes they train.
-ZOO_ALGOS: dict[str, Any] = {"nac": NAC, "fisher_trpo": FisherTRPO, "reinforce": REINFORCE, "ddpg_ig": DDPG, "td3_ig": TD3}
+ZOO_ALGOS: dict[str, Any] = {
+    "nac": NAC,
+    "fisher_trpo": FisherTRPO,
+    "reinforce": REINFORCE,
+    "ddpg_ig": DDPG,
+    "td3_ig": TD3,
+    "td3_ig_tanh": TD3,
+}
+# td3_ig_tanh is td3_ig's config with the tanh actor kept (zoo_configs/td3_ig_tanh.yml): same class.
 
 _NET_ARCH = {
     "tiny": {"pi": [64], "vf": [64]},
@@ -167,6 +175,7 @@ SAMPLERS = {
     "reinforce": sample_reinforce_params,
     "td3_ig": sample_td3_ig_params,
     "ddpg_ig": sample_td3_ig_params,
+    "td3_ig_tanh": sample_td3_ig_params,
 }
 CONVERTERS = {
     "nac": convert_nac_params,
@@ -174,6 +183,7 @@ CONVERTERS = {
     "reinforce": convert_reinforce_params,
     "td3_ig": convert_td3_ig_params,
     "ddpg_ig": convert_td3_ig_params,
+    "td3_ig_tanh": convert_td3_ig_params,
 }
 
 

@@ -12,7 +12,11 @@ import pytest
 from sb3_natural.zoo import ZOO_ALGOS, with_default_config
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV_OF = {"ddpg_ig": "Pendulum-v1", "td3_ig": "Pendulum-v1"}  # continuous actions; the others run on CartPole
+ENV_OF = {
+    "ddpg_ig": "Pendulum-v1",
+    "td3_ig": "Pendulum-v1",
+    "td3_ig_tanh": "Pendulum-v1",
+}  # continuous actions; the others run on CartPole
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # A short random-sampler Optuna study: one evaluation of 2 episodes per trial.
 OPTIMIZE = ["-n", "1024", "-optimize", "--n-jobs", "1", "--sampler", "random", "--pruner", "none",
