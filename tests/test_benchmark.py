@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sb3_natural.benchmark.report import bootstrap_ci, iqm, probability_of_improvement
+from sb3_natural.benchmark.report import bootstrap_ci, iqm, probability_of_improvement, summary
 
 ARGS = ["--suite", "quick", "--algos", "nac", "a2c", "--envs", "CartPole-v1", "--budget", "2048", "--seeds", "0", "1",
         "--eval-points", "2", "--eval-episodes", "2", "--workers", "1", "--no-progress"]  # fmt: skip
@@ -49,6 +49,7 @@ def test_grid_killed_and_resumed(tmp_path):
     report = (out / "report.md").read_text()
     assert "### CartPole-v1 (2048 steps)" in report and "| nac | 2 |" in report and "| a2c | 2 |" in report
     assert "Aggregate over envs" in report
+    assert (out / "summary.md").read_text().startswith("| env (steps) | a2c | nac |")
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -74,3 +75,17 @@ def test_statistics_against_hand_values():
     assert probability_of_improvement(a, b) == 1.0
     assert probability_of_improvement(b, a) == 0.0
     assert probability_of_improvement(a, a) == 0.5
+
+
+def test_summary_table_marks_best_missing_and_partial():
+    def run(algo, env, seed, final):
+        return {"algo": algo, "env": env, "seed": seed, "budget": 1000, "final_mean": final}
+
+    results = [run("a", "E1", s, f) for s, f in enumerate([1.0, 2.0, 3.0, 4.0])]
+    results += [run("b", "E1", s, f) for s, f in enumerate([10.0, 20.0])]
+    results += [run("a", "E2", s, -5.0) for s in range(4)]
+    lines = summary(results).splitlines()
+    assert lines[0] == "| env (steps) | a | b |"
+    # IQM of 1..4 is 2.5; b has 2 of 4 seeds, IQM 15 is the row's best
+    assert lines[2] == "| E1 (1000) | 2.5 | **15.0** (2 seeds) |"
+    assert lines[3] == "| E2 (1000) | **-5.0** | n/a |"

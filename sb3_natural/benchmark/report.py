@@ -104,6 +104,34 @@ def markdown(results: list[dict], reference: str = "ppo") -> str:
     return "\n".join(lines)
 
 
+def summary(results: list[dict]) -> str:
+    """One Markdown table: a row per env, a column per algorithm, the IQM of the final scores.
+
+    A cell reads "n/a" where the algorithm has no finished run on the env, and carries its number
+    of seeds, e.g. "-120.3 (2 seeds)", where it has fewer than the most any cell has; the best IQM
+    of each row is in bold.
+    """
+    table = _by(results)
+    algos = sorted({r["algo"] for r in results})
+    full = max((len(runs) for by_algo in table.values() for runs in by_algo.values()), default=0)
+    lines = ["| env (steps) | " + " | ".join(algos) + " |", "|---|" + "---|" * len(algos)]
+    for env, by_algo in table.items():
+        budget = next(iter(by_algo.values()))[0]["budget"]
+        values = {a: float(iqm(np.array([r["final_mean"] for r in runs]))) for a, runs in by_algo.items()}
+        best = max(values.values())
+        cells = []
+        for a in algos:
+            if a not in values:
+                cells.append("n/a")
+                continue
+            cell = f"{values[a]:.1f}"
+            cell = f"**{cell}**" if values[a] == best else cell
+            n = len(by_algo[a])
+            cells.append(cell if n == full else f"{cell} ({n} seed{'s' if n > 1 else ''})")
+        lines.append(f"| {env} ({budget}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def normalized_matrix(results: list[dict]) -> tuple[dict[str, np.ndarray], list[str]]:
     """{algo: [seeds, envs]} of normalized final scores, over the envs and seeds every algo has."""
     table = _by(results)
@@ -187,10 +215,11 @@ def plot_curves(results: list[dict], path: Path) -> None:
 
 
 def write_reports(results: list[dict], out: Path, reference: str = "ppo") -> dict[str, Path]:
-    """results.csv, report.md and curves.png under ``out``."""
+    """results.csv, report.md, summary.md (IQM per env and algorithm) and curves.png under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / "results.csv", "md": out / "report.md", "png": out / "curves.png"}
+    paths = {"csv": out / "results.csv", "md": out / "report.md", "summary": out / "summary.md", "png": out / "curves.png"}
     write_csv(results, paths["csv"])
     paths["md"].write_text(markdown(results, reference) + "\n")
+    paths["summary"].write_text(summary(results) + "\n")
     plot_curves(results, paths["png"])
     return paths
