@@ -87,26 +87,20 @@ def section(results: Path = ROOT / "benchmarks" / "results") -> str:
 def learning_section(results: Path = ROOT / "benchmarks" / "results") -> str:
     """BENCHMARKS.md's learning tables: every grid's full report (aggregate included) and the bounds table."""
     parts = []
-    for folder, title in SUITES:
+    for folder, title in [*SUITES, *GRIDS]:
         report = results / folder / "report.md"
         if not report.is_file():
             parts.append(f"### {title}\n\nNot run yet.")
             continue
-        text = f"### {title}\n\nOutput: `benchmarks/results/{folder}/`; {_progress(folder, results)}.\n\n"
-        text += (results / folder / "summary.md").read_text().strip() + "\n\n"
+        suite = (folder, title) in SUITES
+        where = _progress(folder, results) if suite else "results.csv, report.md, curves.png"
+        text = f"### {title}\n\nOutput: `benchmarks/results/{folder}/` ({where}).\n\n"
+        if suite:
+            text += (results / folder / "summary.md").read_text().strip() + "\n\n"
         text += report.read_text().strip().replace("### ", "#### ")
-        text += f"\n\n![{title}](benchmarks/results/{folder}/curves.png)"
-        parts.append(text)
-    for folder, title in GRIDS:
-        report = results / folder / "report.md"
-        if not report.is_file():
-            parts.append(f"### {title}\n\nNot run yet.")
-            continue
-        text = f"### {title}\n\nOutput: `benchmarks/results/{folder}/` (results.csv, report.md, curves.png).\n\n"
-        text += report.read_text().strip().replace("### ", "#### ")
-        bounds = results / folder / "bounds.md"
-        if bounds.is_file():
-            text += "\n\n" + bounds.read_text().strip()
+        for extra in ("bounds.md",):
+            if (results / folder / extra).is_file():
+                text += "\n\n" + (results / folder / extra).read_text().strip()
         if (results / folder / "curves.png").is_file():
             text += f"\n\n![{title}](benchmarks/results/{folder}/curves.png)"
         parts.append(text)
