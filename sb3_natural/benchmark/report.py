@@ -193,22 +193,33 @@ def plot_curves(results: list[dict], path: Path) -> None:
 
     table = _by(results)
     envs = list(table)
-    fig, axes = plt.subplots(1, len(envs), figsize=(4.5 * len(envs), 3.6), squeeze=False)
-    for ax, env in zip(axes[0], envs, strict=True):
+    algos = sorted({r["algo"] for r in results})
+    colors = {a: f"C{i % 10}" for i, a in enumerate(algos)}  # one color per algorithm in every panel
+    ncols = min(len(envs), 4)
+    nrows = -(-len(envs) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.6 * nrows), squeeze=False)
+    flat = list(axes.flat)
+    for ax, env in zip(flat, envs, strict=False):
         for algo, runs in table[env].items():
             n = min(len(r["curve_means"]) for r in runs)
             steps = np.array(runs[0]["curve_steps"][:n])
             curves = np.array([r["curve_means"][:n] for r in runs])
             mean = curves.mean(0)
-            ax.plot(steps, mean, label=algo)
+            ax.plot(steps, mean, color=colors[algo], label=algo)
             if len(runs) > 1:
                 half = stats.t.ppf(0.975, len(runs) - 1) * stats.sem(curves, axis=0)
-                ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+                ax.fill_between(steps, mean - half, mean + half, color=colors[algo], alpha=0.2)
         ax.set_title(env)
         ax.set_xlabel("steps")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("mean return (deterministic)")
-    axes[0][-1].legend(fontsize=8)
+    for row in axes:
+        row[0].set_ylabel("mean return (deterministic)")
+    for ax in flat[len(envs) :]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=colors[a], label=a) for a in algos]
+    (flat[len(envs)] if len(flat) > len(envs) else flat[-1]).legend(
+        handles=handles, fontsize=8, loc="center" if len(flat) > len(envs) else "best"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
