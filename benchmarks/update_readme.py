@@ -10,8 +10,12 @@ grids' report.md tables, FisherTRPO's update-time table, and the math-core table
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
+
+from sb3_natural.benchmark.runner import grid
+from sb3_natural.benchmark.suites import SUITES as SUITE_SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -20,13 +24,15 @@ SUITES = [
     ("classic", "Classic control and Box2D: every algorithm, rl-zoo budgets"),
     ("mujoco", "MuJoCo: every algorithm, 1M steps"),
 ]
-#: Focused grids (an algorithm against its reference): BENCHMARKS.md shows them in full.
+#: Focused grids (an algorithm against its reference): BENCHMARKS.md shows them in full; README
+#: shows only those in README_GRIDS (the classic suite's matrix covers the same algorithms and envs).
 GRIDS = [
     ("trpo_floors", "FisherTRPO vs sb3-contrib TRPO"),
     ("nac_floors", "NAC vs A2C"),
     ("reinforce_floors", "REINFORCE"),
     ("td3_invert", "TD3 with inverting gradients vs SB3's TD3"),
 ]
+README_GRIDS = ("td3_invert",)
 
 
 def _per_env_tables(report: str) -> str:
@@ -35,13 +41,9 @@ def _per_env_tables(report: str) -> str:
 
 
 def _progress(folder: str, results: Path) -> str:
-    """ "all N runs" or "K of N runs (the grid is still running)" for a suite's results.csv."""
-    import csv
-
-    from sb3_natural.benchmark.suites import SUITES as SUITE_SPECS
-
+    """How many of the suite's runs its results.csv holds, as a phrase for the generated text."""
     spec = SUITE_SPECS[folder]
-    total = len(spec.algos) * len(spec.budgets) * len(spec.seeds)
+    total = len(grid(spec.algos, spec.budgets, spec.seeds))
     with open(results / folder / "results.csv") as f:
         done = sum(1 for _ in csv.DictReader(f))
     if done >= total:
@@ -69,7 +71,7 @@ def section(results: Path = ROOT / "benchmarks" / "results") -> str:
             agg = _aggregate((results / folder / "report.md").read_text())
             parts.append(f"{text}\n\n{agg}" if agg else text)
     for folder, title in GRIDS:
-        if folder != "td3_invert":  # the floor grids' runs are part of the suites above
+        if folder not in README_GRIDS:
             continue
         report = results / folder / "report.md"
         if report.is_file():
@@ -98,9 +100,9 @@ def learning_section(results: Path = ROOT / "benchmarks" / "results") -> str:
         if suite:
             text += (results / folder / "summary.md").read_text().strip() + "\n\n"
         text += report.read_text().strip().replace("### ", "#### ")
-        for extra in ("bounds.md",):
-            if (results / folder / extra).is_file():
-                text += "\n\n" + (results / folder / extra).read_text().strip()
+        bounds = results / folder / "bounds.md"
+        if bounds.is_file():
+            text += "\n\n" + bounds.read_text().strip()
         if (results / folder / "curves.png").is_file():
             text += f"\n\n![{title}](benchmarks/results/{folder}/curves.png)"
         parts.append(text)
