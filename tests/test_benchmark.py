@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sb3_natural.benchmark.report import bootstrap_ci, iqm, probability_of_improvement, summary
+from sb3_natural.benchmark.runner import Run, reference_entry, run_one
 
 ARGS = ["--suite", "quick", "--algos", "nac", "a2c", "--envs", "CartPole-v1", "--budget", "2048", "--seeds", "0", "1",
         "--eval-points", "2", "--eval-episodes", "2", "--workers", "1", "--no-progress"]  # fmt: skip
@@ -46,6 +47,7 @@ def test_grid_killed_and_resumed(tmp_path):
     assert {(r["algo"], r["seed"]) for r in rows} == {("nac", "0"), ("nac", "1"), ("a2c", "0"), ("a2c", "1")}
     for r in rows:
         assert float(r["steps_per_s"]) > 0 and float(r["mean_update_s"]) > 0 and int(r["n_updates"]) >= 1
+        assert r["zoo_entry"] == "CartPole-v1"
     report = (out / "report.md").read_text()
     assert "### CartPole-v1 (2048 steps)" in report and "| nac | 2 |" in report and "| a2c | 2 |" in report
     assert "Aggregate over envs" in report
@@ -89,3 +91,21 @@ def test_summary_table_marks_best_missing_and_partial():
     # IQM of 1..4 is 2.5; b has 2 of 4 seeds, IQM 15 is the row's best
     assert lines[2] == "| E1 (1000) | 2.5 | **15.0** (2 seeds) |"
     assert lines[3] == "| E2 (1000) | **-5.0** | n/a |"
+
+
+def test_reference_entry_falls_back_to_older_env_version():
+    """rl-zoo3 tunes MuJoCo at v4: a v5 run of its keys uses the v4 entry; other cases are left to rl-zoo3."""
+    key, entry = reference_entry("ppo", "HalfCheetah-v5")
+    assert key == "HalfCheetah-v4" and entry["normalize"] is True and entry["n_epochs"] == 20
+    assert reference_entry("trpo", "Hopper-v5")[0] == "Hopper-v4"
+    assert reference_entry("ppo", "CartPole-v1") is None  # the file has the env itself
+    assert reference_entry("nac", "HalfCheetah-v5") is None  # our keys read zoo_configs/
+    assert reference_entry("ppo", "NoSuchEnv-v3") is None
+
+
+def test_reference_run_on_mujoco_v5(tmp_path):
+    """The fallback entry reaches rl-zoo3 through --conf-file: a v5 MuJoCo run of an rl-zoo3 key trains."""
+    result = run_one(Run("a2c", "Swimmer-v5", 0, 256), tmp_path, eval_points=1, eval_episodes=1)
+    assert result["zoo_entry"] == "Swimmer-v4" and np.isfinite(result["final_mean"])
+    conf = (tmp_path / "runs/a2c/Swimmer-v5/seed0/zoo_config.yml").read_text()
+    assert conf.startswith("Swimmer-v5:")

@@ -22,6 +22,7 @@ from scipy import stats
 
 CSV_FIELDS = [
     "algo", "env", "seed", "budget", "final_mean", "final_std", "wall_s", "steps_per_s", "mean_update_s", "n_updates",
+    "zoo_entry",
 ]  # fmt: skip
 
 
@@ -68,7 +69,8 @@ def write_csv(results: list[dict], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for r in sorted(results, key=lambda r: (r["env"], r["algo"], r["seed"])):
-            writer.writerow(r)
+            # zoo_entry: the config entry the run trained with (runs recorded before it existed used env's own)
+            writer.writerow({**r, "zoo_entry": r.get("zoo_entry", r["env"])})
 
 
 def markdown(results: list[dict], reference: str = "ppo") -> str:

@@ -2,7 +2,9 @@
 
 Every run is one subprocess with one torch thread, trained by the zoo CLI with its zoo config
 (ours from ``zoo_configs/``, SB3's and sb3-contrib's from rl-zoo3's files), with a deterministic
-evaluation (``eval_episodes`` episodes) every ``budget / eval_points`` steps. A run is finished
+evaluation (``eval_episodes`` episodes) every ``budget / eval_points`` steps. Where rl-zoo3's file
+has no entry for an env but has an older version of it (``HalfCheetah-v4`` for ``HalfCheetah-v5``),
+that entry is used under the new name (see :func:`reference_entry`). A run is finished
 when its ``result.json`` exists; a finished run is never repeated, and an interrupted one is
 restarted from scratch, so a killed grid continues where it stopped.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from sb3_natural.benchmark.callbacks import TIMING_ENV_VAR
 
@@ -56,6 +59,37 @@ def load_result(out: Path, run: Run) -> dict[str, Any] | None:
     return None
 
 
+def _env_version(env_id: str) -> tuple[str, int] | None:
+    name, sep, version = env_id.rpartition("-v")
+    return (name, int(version)) if sep and version.isdigit() else None
+
+
+def reference_entry(algo: str, env: str) -> tuple[str, dict[str, Any]] | None:
+    """rl-zoo3's entry for an older version of ``env`` when its file for ``algo`` lacks ``env``.
+
+    rl-zoo3 tunes the MuJoCo envs at v4 (``HalfCheetah-v4``); our suites use v5, whose dynamics
+    are the same up to bug fixes. Returns (the entry's env id, its hyperparameters) for the newest
+    older version, or None when the file has ``env`` itself, is not rl-zoo3's (our keys), or has no
+    version of it (rl-zoo3 then reports the missing entry itself).
+    """
+    from rl_zoo3.utils import ALGOS  # noqa: PLC0415  (rl-zoo3 is heavy to import)
+
+    import rl_zoo3  # noqa: PLC0415
+
+    path = Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
+    parsed = _env_version(env)
+    if algo not in ALGOS or not path.is_file() or parsed is None:
+        return None
+    entries = yaml.safe_load(path.read_text())
+    if env in entries:
+        return None
+    older = [(v[1], key) for key in entries if (v := _env_version(key)) and v[0] == parsed[0] and v[1] < parsed[1]]
+    if not older:
+        return None
+    key = max(older)[1]
+    return key, entries[key]
+
+
 def run_one(run: Run, out: Path, eval_points: int = 20, eval_episodes: int = 10, timeout: float | None = None) -> dict:
     """Train and evaluate one run (or return its stored result)."""
     out = out.resolve()  # the training subprocess runs in the run's own directory
@@ -75,6 +109,11 @@ def run_one(run: Run, out: Path, eval_points: int = 20, eval_episodes: int = 10,
         "--n-eval-envs", "1", "--verbose", "0",
         "-params", "callback:'sb3_natural.benchmark.callbacks.UpdateTimer'",
     ]  # fmt: skip
+    fallback = reference_entry(run.algo, run.env)
+    if fallback is not None:
+        conf = rdir / "zoo_config.yml"
+        conf.write_text(yaml.safe_dump({run.env: fallback[1]}))
+        cmd += ["--conf-file", str(conf)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", TIMING_ENV_VAR: str(timing)}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=rdir)
@@ -95,6 +134,7 @@ def run_one(run: Run, out: Path, eval_points: int = 20, eval_episodes: int = 10,
         "steps_per_s": run.budget / wall,
         "mean_update_s": timing_data.get("mean_update_s"),
         "n_updates": timing_data.get("updates"),
+        "zoo_entry": fallback[0] if fallback is not None else run.env,
     }
     tmp = rdir / "result.json.tmp"
     tmp.write_text(json.dumps(result, indent=1))
