@@ -72,9 +72,8 @@ def reference_entry(algo: str, env: str) -> tuple[str, dict[str, Any]] | None:
     older version, or None when the file has ``env`` itself, is not rl-zoo3's (our keys), or has no
     version of it (rl-zoo3 then reports the missing entry itself).
     """
-    from rl_zoo3.utils import ALGOS  # noqa: PLC0415  (rl-zoo3 is heavy to import)
-
-    import rl_zoo3  # noqa: PLC0415
+    import rl_zoo3  # imported here: rl-zoo3 is slow to import
+    from rl_zoo3.utils import ALGOS
 
     path = Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
     parsed = _env_version(env)
