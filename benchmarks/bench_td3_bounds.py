@@ -35,6 +35,12 @@ def share_at_bounds(run_dir: Path, episodes: int = 10, threshold: float = 0.98) 
         cls = ALGOS[algo]
     model = cls.load(zip_path, device="cpu")
     env = make_vec_env(env_id, n_envs=1, seed=12345)
+    stats = zip_path.parent / env_id / "vecnormalize.pkl"
+    if stats.is_file():  # observations normalized as in training, statistics frozen
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        env = VecNormalize.load(str(stats), env)
+        env.training, env.norm_reward = False, False
     obs = env.reset()
     at_bound, total, done_eps = 0, 0, 0
     while done_eps < episodes:
