@@ -31,6 +31,7 @@ GRIDS = [
     ("nac_floors", "NAC vs A2C"),
     ("reinforce_floors", "REINFORCE"),
     ("td3_invert", "TD3 with inverting gradients vs SB3's TD3"),
+    ("mujoco_zoo", "Zoo entries on other MuJoCo envs"),
 ]
 README_GRIDS = ("td3_invert",)
 

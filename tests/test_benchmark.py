@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -11,9 +12,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from sb3_natural.benchmark.report import bootstrap_ci, iqm, probability_of_improvement, summary
-from sb3_natural.benchmark.runner import Run, reference_entry, run_one
+from sb3_natural.benchmark.__main__ import main as benchmark_main
+from sb3_natural.benchmark.report import bootstrap_ci, iqm, markdown, probability_of_improvement, summary
+from sb3_natural.benchmark.runner import Run, load_result, reference_entry, run_one
 
 ARGS = ["--suite", "quick", "--algos", "nac", "a2c", "--envs", "CartPole-v1", "--budget", "2048", "--seeds", "0", "1",
         "--eval-points", "2", "--eval-episodes", "2", "--workers", "1", "--no-progress"]  # fmt: skip
@@ -91,6 +94,41 @@ def test_summary_table_marks_best_missing_and_partial():
     # IQM of 1..4 is 2.5; b has 2 of 4 seeds, IQM 15 is the row's best
     assert lines[2] == "| E1 (1000) | 2.5 | **15.0** (2 seeds) |"
     assert lines[3] == "| E2 (1000) | **-5.0** | n/a |"
+
+
+def test_report_with_one_seed_has_no_interval_and_no_aggregate():
+    """A bootstrap over one seed would print a zero-width CI; the report says n/a instead."""
+
+    def run(algo, seed, final):
+        return {"algo": algo, "env": "E", "seed": seed, "budget": 10, "final_mean": final, "steps_per_s": 1.0}
+
+    one = markdown([run("a", 0, 1.0), run("ppo", 0, 2.0)])
+    assert "| a | 1 | 1.0 +/- 0.0 | 1.0 [n/a: 1 seed] |" in one and "Aggregate" not in one
+    two = markdown([run("a", 0, 1.0), run("a", 1, 3.0), run("ppo", 0, 2.0), run("ppo", 1, 2.0)])
+    assert "| a | 2 | 2.0 +/- 1.0 | 2.0 [1.0, 3.0] |" in two and "Aggregate" in two
+
+
+def _fake_result(out: Path, algo: str, env: str, seed: int, budget: int, final: float) -> None:
+    rdir = out / "runs" / algo / env / f"seed{seed}"
+    rdir.mkdir(parents=True)
+    result = {"algo": algo, "env": env, "seed": seed, "budget": budget, "final_mean": final, "final_std": 0.0,
+              "curve_steps": [budget // 2, budget], "curve_means": [final / 2, final], "wall_s": 1.0,
+              "steps_per_s": float(budget), "mean_update_s": 0.01, "n_updates": 3}  # fmt: skip
+    (rdir / "result.json").write_text(json.dumps(result))
+
+
+def test_reports_cover_every_grid_in_the_folder_and_budgets_must_match(tmp_path):
+    """Two grids with different envs and budgets share a folder: the report of either covers both."""
+    for seed in (0, 1):
+        _fake_result(tmp_path, "a2c", "CartPole-v1", seed, 1000, 100.0 + seed)
+        _fake_result(tmp_path, "a2c", "Pendulum-v1", seed, 5000, -900.0 - seed)
+    common = ["--suite", "quick", "--algos", "a2c", "--seeds", "0", "1", "--out", str(tmp_path), "--report-only"]
+    assert benchmark_main([*common, "--envs", "CartPole-v1", "--budget", "1000"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "### CartPole-v1 (1000 steps)" in report and "### Pendulum-v1 (5000 steps)" in report
+    assert len(list(csv.DictReader((tmp_path / "results.csv").open()))) == 4
+    with pytest.raises(ValueError, match="trained for 1000 steps, this grid asks 2000"):
+        load_result(tmp_path, Run("a2c", "CartPole-v1", 0, 2000))
 
 
 def test_reference_entry_falls_back_to_older_env_version():

@@ -5,7 +5,8 @@
     python -m sb3_natural.benchmark --suite quick --report-only
 
 Results go to ``benchmarks/results/<suite>/`` (runs/, results.csv, report.md, curves.png);
-rerunning the same command resumes an interrupted grid.
+rerunning the same command resumes an interrupted grid. The reports cover every finished run in
+the output folder, so several grids (or two processes on disjoint grids) can share one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from sb3_natural.benchmark.report import write_reports
-from sb3_natural.benchmark.runner import grid, load_result, run_grid
+from sb3_natural.benchmark.runner import grid, load_all, load_result, run_grid
 from sb3_natural.benchmark.suites import SUITES
 
 
@@ -54,9 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         results, failures = run_grid(
             runs, out, args.workers, args.eval_points, args.eval_episodes, progress=not args.no_progress
         )
-    if results:
-        paths = write_reports(results, out, args.reference)
-        print(f"{len(results)}/{len(runs)} runs finished; reports: {', '.join(str(p) for p in paths.values())}")
+    everything = load_all(out) if out.is_dir() else []  # the reports cover every grid run into this folder
+    if everything:
+        paths = write_reports(everything, out, args.reference)
+        print(
+            f"{len(results)}/{len(runs)} runs of this grid finished; reports on the {len(everything)} runs in {out}: "
+            f"{', '.join(str(p) for p in paths.values())}"
+        )
     for f in failures:
         print(f"FAILED: {f}", file=sys.stderr)
     return 1 if failures else 0

@@ -86,12 +86,16 @@ def markdown(results: list[dict], reference: str = "ppo") -> str:
         ]
         for algo, runs in algos.items():
             finals = np.array([r["final_mean"] for r in runs])
-            lo, hi = bootstrap_ci(finals, iqm)
+            if len(runs) > 1:
+                lo, hi = bootstrap_ci(finals, iqm)
+                ci = f"[{lo:.1f}, {hi:.1f}]"
+            else:  # a bootstrap over one seed has zero width
+                ci = "[n/a: 1 seed]"
             upd = [r["mean_update_s"] for r in runs if r.get("mean_update_s") is not None]
             upd_s = f"{1e3 * float(np.median(upd)):.1f}" if upd else "n/a"
             lines.append(
                 f"| {algo} | {len(runs)} | {finals.mean():.1f} +/- {finals.std():.1f} | {float(iqm(finals)):.1f} "
-                f"[{lo:.1f}, {hi:.1f}] | {np.median([r['steps_per_s'] for r in runs]):.0f} | {upd_s} |"
+                f"{ci} | {np.median([r['steps_per_s'] for r in runs]):.0f} | {upd_s} |"
             )
         lines.append("")
     agg = aggregate(results, reference)
@@ -172,8 +176,13 @@ def _poi_split(k: int):
 
 
 def aggregate(results: list[dict], reference: str = "ppo") -> dict[str, dict]:
-    """IQM of normalized scores (with CI) per algorithm, and P(better than ``reference``)."""
+    """IQM of normalized scores (with CI) per algorithm, and P(better than ``reference``).
+
+    Empty when the algorithms share fewer than 2 seeds: a bootstrap over one seed says nothing.
+    """
     mats, _ = normalized_matrix(results)
+    if not mats or next(iter(mats.values())).shape[0] < 2:
+        return {}
     rows: dict[str, dict] = {}
     for algo, m in mats.items():
         lo, hi = bootstrap_ci(m, _flat_iqm)

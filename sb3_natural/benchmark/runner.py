@@ -53,10 +53,22 @@ def run_dir(out: Path, run: Run) -> Path:
 
 
 def load_result(out: Path, run: Run) -> dict[str, Any] | None:
+    """The finished run's result, None if it has not finished; an error if it ran with another budget."""
     path = run_dir(out, run) / "result.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    return None
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    if result["budget"] != run.budget:
+        raise ValueError(
+            f"{path} was trained for {result['budget']} steps, this grid asks {run.budget} (--budget): "
+            "use another --out for another budget"
+        )
+    return result
+
+
+def load_all(out: Path) -> list[dict[str, Any]]:
+    """Every finished run under ``out``, whichever grid ran it (reports cover the whole folder)."""
+    return [json.loads(p.read_text()) for p in sorted(out.glob("runs/*/*/*/result.json"))]
 
 
 def _env_version(env_id: str) -> tuple[str, int] | None:
