@@ -170,3 +170,22 @@ def test_yaml_values_as_rl_zoo_produces_them(tmp_path):
     model = REINFORCE.load(run_dir / "CartPole-v1.zip")
     assert model.policy.net_arch == [16]
     assert model.lr_schedule(1.0) == pytest.approx(1e-3) and model.lr_schedule(0.5) == pytest.approx(5e-4)
+
+
+def test_flush_denormal_flag_is_ours_and_stripped(monkeypatch):
+    """--flush-denormal turns flushing on and never reaches rl-zoo3's parser (which would reject it)."""
+    import rl_zoo3.train
+    import torch as th
+
+    from sb3_natural.zoo import run_zoo
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(rl_zoo3.train, "train", lambda: seen.setdefault("argv", list(sys.argv)))
+    monkeypatch.setattr(th, "set_flush_denormal", lambda on: seen.setdefault("flush", on))
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    run_zoo("train", ["--algo", "td3_ig", "--env", "Pendulum-v1", "--flush-denormal", "-n", "10"])
+    assert seen["flush"] is True
+    assert "--flush-denormal" not in seen["argv"] and seen["argv"][1:5] == ["--algo", "td3_ig", "--env", "Pendulum-v1"]
+    seen.clear()
+    run_zoo("train", ["--algo", "ppo", "--env", "Pendulum-v1"])
+    assert "flush" not in seen

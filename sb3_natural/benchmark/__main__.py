@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="default: benchmarks/results/<suite>")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the reports from finished runs")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--flush-denormal",
+        action="store_true",
+        help="train every run with torch.set_flush_denormal(True) (python -m sb3_natural.train --flush-denormal)",
+    )
     args = parser.parse_args(argv)
 
     suite = SUITES[args.suite]
@@ -53,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         failures: list[str] = []
     else:
         results, failures = run_grid(
-            runs, out, args.workers, args.eval_points, args.eval_episodes, progress=not args.no_progress
+            runs,
+            out,
+            args.workers,
+            args.eval_points,
+            args.eval_episodes,
+            progress=not args.no_progress,
+            flush_denormal=args.flush_denormal,
         )
     everything = load_all(out) if out.is_dir() else []  # the reports cover every grid run into this folder
     if everything:

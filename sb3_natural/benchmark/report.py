@@ -22,7 +22,7 @@ from scipy import stats
 
 CSV_FIELDS = [
     "algo", "env", "seed", "budget", "final_mean", "final_std", "wall_s", "steps_per_s", "mean_update_s", "n_updates",
-    "zoo_entry",
+    "zoo_entry", "flush_denormal",
 ]  # fmt: skip
 
 
@@ -70,7 +70,7 @@ def write_csv(results: list[dict], path: Path) -> None:
         writer.writeheader()
         for r in sorted(results, key=lambda r: (r["env"], r["algo"], r["seed"])):
             # zoo_entry: the config entry the run trained with (runs recorded before it existed used env's own)
-            writer.writerow({**r, "zoo_entry": r.get("zoo_entry", r["env"])})
+            writer.writerow({**r, "zoo_entry": r.get("zoo_entry", r["env"]), "flush_denormal": r.get("flush_denormal", False)})
 
 
 def markdown(results: list[dict], reference: str = "ppo") -> str:

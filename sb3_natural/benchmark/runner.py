@@ -101,8 +101,15 @@ def reference_entry(algo: str, env: str) -> tuple[str, dict[str, Any]] | None:
     return key, entries[key]
 
 
-def run_one(run: Run, out: Path, eval_points: int = 20, eval_episodes: int = 10, timeout: float | None = None) -> dict:
-    """Train and evaluate one run (or return its stored result)."""
+def run_one(
+    run: Run,
+    out: Path,
+    eval_points: int = 20,
+    eval_episodes: int = 10,
+    timeout: float | None = None,
+    flush_denormal: bool = False,
+) -> dict:
+    """Train and evaluate one run (or return its stored result); ``flush_denormal``: see train's flag."""
     out = out.resolve()  # the training subprocess runs in the run's own directory
     done = load_result(out, run)
     if done is not None:
@@ -120,6 +127,8 @@ def run_one(run: Run, out: Path, eval_points: int = 20, eval_episodes: int = 10,
         "--n-eval-envs", "1", "--verbose", "0",
         "-params", "callback:'sb3_natural.benchmark.callbacks.UpdateTimer'",
     ]  # fmt: skip
+    if flush_denormal:
+        cmd.append("--flush-denormal")
     fallback = reference_entry(run.algo, run.env)
     if fallback is not None:
         conf = rdir / "zoo_config.yml"
@@ -146,6 +155,7 @@ def run_one(run: Run, out: Path, eval_points: int = 20, eval_episodes: int = 10,
         "mean_update_s": timing_data.get("mean_update_s"),
         "n_updates": timing_data.get("updates"),
         "zoo_entry": fallback[0] if fallback is not None else run.env,
+        "flush_denormal": flush_denormal,
     }
     tmp = rdir / "result.json.tmp"
     tmp.write_text(json.dumps(result, indent=1))
@@ -160,6 +170,7 @@ def run_grid(
     eval_points: int = 20,
     eval_episodes: int = 10,
     progress: bool = True,
+    flush_denormal: bool = False,
 ) -> tuple[list[dict], list[str]]:
     """Run what is not finished yet, ``workers`` at a time; returns (results, failures)."""
     out = out.resolve()
@@ -179,7 +190,7 @@ def run_grid(
 
         bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="benchmark runs", unit="run")
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(run_one, r, out, eval_points, eval_episodes): r for r in todo}
+        futures = {pool.submit(run_one, r, out, eval_points, eval_episodes, None, flush_denormal): r for r in todo}
         for fut in as_completed(futures):
             try:
                 results.append(fut.result())
