@@ -190,7 +190,7 @@ def run_grid(
 
         bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="benchmark runs", unit="run")
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(run_one, r, out, eval_points, eval_episodes, None, flush_denormal): r for r in todo}
+        futures = {pool.submit(run_one, r, out, eval_points, eval_episodes, flush_denormal=flush_denormal): r for r in todo}
         for fut in as_completed(futures):
             try:
                 results.append(fut.result())
