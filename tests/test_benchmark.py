@@ -147,3 +147,31 @@ def test_reference_run_on_mujoco_v5(tmp_path):
     assert result["zoo_entry"] == "Swimmer-v4" and np.isfinite(result["final_mean"])
     conf = (tmp_path / "runs/a2c/Swimmer-v5/seed0/zoo_config.yml").read_text()
     assert conf.startswith("Swimmer-v5:")
+
+
+def test_flush_denormal_reaches_every_training_command_and_the_result(tmp_path, monkeypatch):
+    """The CLI's --flush-denormal is passed to each run's train command and recorded in results.csv."""
+    from sb3_natural.benchmark import runner
+
+    commands: list[list[str]] = []
+
+    def fake_train(cmd, cwd, **kwargs):  # writes what a real run leaves behind
+        commands.append(cmd)
+        logs = Path(cmd[cmd.index("-f") + 1]) / cmd[cmd.index("--algo") + 1] / f"{cmd[cmd.index('--env') + 1]}_1"
+        logs.mkdir(parents=True)
+        np.savez(logs / "evaluations.npz", timesteps=np.array([512, 1024]), results=np.array([[1.0, 3.0], [5.0, 7.0]]))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_train)
+    args = ["--suite", "quick", "--algos", "nac", "a2c", "--envs", "CartPole-v1", "--budget", "1024", "--seeds", "0",
+            "--workers", "1", "--no-progress", "--out", str(tmp_path / "on")]  # fmt: skip
+    assert benchmark_main([*args, "--flush-denormal"]) == 0
+    assert len(commands) == 2 and all(c[-1] == "--flush-denormal" for c in commands)
+    rows = list(csv.DictReader((tmp_path / "on" / "results.csv").open()))
+    assert [r["flush_denormal"] for r in rows] == ["True", "True"] and {r["final_mean"] for r in rows} == {"6.0"}
+
+    commands.clear()
+    assert benchmark_main([*args[:-1], str(tmp_path / "off")]) == 0
+    assert len(commands) == 2 and not any("--flush-denormal" in c for c in commands)
+    rows = list(csv.DictReader((tmp_path / "off" / "results.csv").open()))
+    assert [r["flush_denormal"] for r in rows] == ["False", "False"]
