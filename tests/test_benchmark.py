@@ -175,3 +175,19 @@ def test_flush_denormal_reaches_every_training_command_and_the_result(tmp_path, 
     assert len(commands) == 2 and not any("--flush-denormal" in c for c in commands)
     rows = list(csv.DictReader((tmp_path / "off" / "results.csv").open()))
     assert [r["flush_denormal"] for r in rows] == ["False", "False"]
+
+
+def test_update_timer_counts_only_rollouts_followed_by_train():
+    """Off-policy: no train() before learning_starts, so those rollouts must not dilute the mean."""
+    import gymnasium as gym
+    from stable_baselines3 import A2C, TD3
+
+    from sb3_natural.benchmark.callbacks import UpdateTimer
+
+    timer = UpdateTimer()
+    TD3("MlpPolicy", gym.make("Pendulum-v1"), learning_starts=50, seed=0).learn(80, callback=timer)
+    # train() runs after steps 51..80; the last one is not followed by a rollout start
+    assert len(timer.durations) == 29 and min(timer.durations) > 0
+    timer = UpdateTimer()
+    A2C("MlpPolicy", gym.make("CartPole-v1"), n_steps=5, seed=0).learn(50, callback=timer)
+    assert len(timer.durations) == 9

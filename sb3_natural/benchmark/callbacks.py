@@ -14,7 +14,9 @@ TIMING_ENV_VAR = "SB3_NATURAL_TIMING_FILE"
 class UpdateTimer(BaseCallback):
     """Measures ``train()``: the time between the end of a rollout and the start of the next one.
 
-    For on-policy algorithms SB3 calls ``train()`` exactly there. Writes
+    SB3 calls ``train()`` exactly there, except that an off-policy algorithm skips it until
+    ``num_timesteps > learning_starts`` (SB3's ``OffPolicyAlgorithm.learn``): those rollouts are not
+    counted, so the mean is over real updates only. Writes
     ``{"updates": n, "mean_update_s": ..., "total_update_s": ...}`` to ``$SB3_NATURAL_TIMING_FILE``
     (when set) at the end of training.
     """
@@ -25,6 +27,10 @@ class UpdateTimer(BaseCallback):
         self.durations: list[float] = []
 
     def _on_rollout_end(self) -> None:
+        learning_starts = getattr(self.model, "learning_starts", None)  # off-policy only
+        if learning_starts is not None and not (self.model.num_timesteps > max(learning_starts, 0)):
+            self._rollout_end = None  # no train() follows this rollout
+            return
         self._rollout_end = time.perf_counter()
 
     def _on_rollout_start(self) -> None:
