@@ -1,6 +1,6 @@
 """What flushing denormal floats buys an off-policy update, A/B in one process.
 
-    python benchmarks/bench_flush_denormal.py RUN_DIR [--algo td3_ig] [--steps 150] [--repeats 3]
+    python benchmarks/bench_flush_denormal.py RUN_DIR [--steps 150] [--repeats 3]
 
 RUN_DIR is a benchmark run trained *without* --flush-denormal (e.g.
 benchmarks/results/td3_invert/runs/td3_ig/MountainCarContinuous-v0/seed0); its final model carries
@@ -14,7 +14,6 @@ off/on; the median ratio is the speed-up. Prints one line per block and the summ
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -73,19 +72,12 @@ def main() -> None:
         raise SystemExit("this CPU cannot flush denormals (torch.set_flush_denormal returned False)")
     th.set_flush_denormal(False)
 
-    from sb3_natural.zoo import ZOO_ALGOS
+    from bench_td3_bounds import run_model  # this folder is on sys.path when run as a script
 
-    result = json.loads((args.run_dir / "result.json").read_text())
+    result, cls, zip_path = run_model(args.run_dir)
     if result.get("flush_denormal"):
         raise SystemExit(f"{args.run_dir} was trained with --flush-denormal: its Adam states hold no denormals")
     algo, env_id = result["algo"], result["env"]
-    if algo in ZOO_ALGOS:
-        cls = ZOO_ALGOS[algo]
-    else:
-        from rl_zoo3.utils import ALGOS
-
-        cls = ALGOS[algo]
-    zip_path = next((args.run_dir / "logs").glob(f"{algo}/{env_id}_*/{env_id}.zip"))
     times: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(args.repeats):
         for flush in (False, True):

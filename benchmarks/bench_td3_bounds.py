@@ -19,20 +19,25 @@ import numpy as np
 import torch as th
 
 
-def share_at_bounds(run_dir: Path, episodes: int = 10, threshold: float = 0.98) -> float:
-    from stable_baselines3.common.env_util import make_vec_env
-
+def run_model(run_dir: Path) -> tuple[dict, type, Path]:
+    """A finished run's result.json, its algorithm class (ours or rl-zoo3's) and its final model's zip."""
     from sb3_natural.zoo import ZOO_ALGOS
 
     result = json.loads((run_dir / "result.json").read_text())
     algo, env_id = result["algo"], result["env"]
     zip_path = next((run_dir / "logs").glob(f"{algo}/{env_id}_*/{env_id}.zip"))
     if algo in ZOO_ALGOS:
-        cls = ZOO_ALGOS[algo]
-    else:
-        from rl_zoo3.utils import ALGOS
+        return result, ZOO_ALGOS[algo], zip_path
+    from rl_zoo3.utils import ALGOS
 
-        cls = ALGOS[algo]
+    return result, ALGOS[algo], zip_path
+
+
+def share_at_bounds(run_dir: Path, episodes: int = 10, threshold: float = 0.98) -> float:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    result, cls, zip_path = run_model(run_dir)
+    env_id = result["env"]
     model = cls.load(zip_path, device="cpu")
     env = make_vec_env(env_id, n_envs=1, seed=12345)
     stats = zip_path.parent / env_id / "vecnormalize.pkl"
