@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import gymnasium as gym
+import numpy as np
 import pytest
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EveryNTimesteps
 from stable_baselines3.common.env_util import make_vec_env
@@ -47,3 +49,24 @@ def test_callbacks_progress_bar_vecnormalize_two_envs(cls, env_id, kwargs):
     assert every.calls >= 3
     mean, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=1)
     assert math.isfinite(mean)
+
+
+class _NanReward(gym.Wrapper):
+    def step(self, action):
+        obs, _, term, trunc, info = self.env.step(action)
+        return obs, float("nan"), term, trunc, info
+
+
+class _InfObservation(gym.ObservationWrapper):
+    def observation(self, observation):
+        return np.full_like(observation, np.inf)
+
+
+@pytest.mark.parametrize(
+    "wrapper, match", [(_NanReward, "rewards contain NaN"), (_InfObservation, "observations contain NaN")]
+)
+@pytest.mark.parametrize("cls, env_id, kwargs", CASES, ids=[c[0].__name__ for c in CASES])
+def test_non_finite_rollout_gives_clear_error(cls, env_id, kwargs, wrapper, match):
+    model = cls("MlpPolicy", wrapper(gym.make(env_id)), seed=0, device="cpu", policy_kwargs={"net_arch": [8]}, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        model.learn(64)

@@ -20,6 +20,7 @@ from sb3_natural.common.chain_rule import (
     resolve_transform,
     transform_action_gradient,
 )
+from sb3_natural.common.weighting import check_finite_observations, check_finite_rewards
 from sb3_natural.deterministic.policies import CnnChainPolicy, MlpPolicy, MultiInputChainPolicy
 
 if TYPE_CHECKING:
@@ -69,6 +70,21 @@ class _ChainRuleActorMixin(_MixinBase):
         super()._setup_model()
         if not hasattr(self, "_transform"):
             self._transform = resolve_transform(getattr(self, "action_grad_transform", None))
+
+    def _store_transition(
+        self,
+        replay_buffer: Any,
+        buffer_action: np.ndarray,
+        new_obs: Any,
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        # A NaN/inf that reaches the replay buffer poisons every later critic target: stop at the source.
+        check_finite_rewards(np.asarray(reward))
+        check_finite_observations(new_obs)
+        check_finite_observations(self._last_obs)  # the first observation after reset
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)

@@ -7,16 +7,23 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_natural.common.fisher import AnalyticFVP, DirectFVP, dense_fisher
 from sb3_natural.common.heads import ActorHead
 from sb3_natural.common.solvers import conjugate_gradient, dense_solve
 from sb3_natural.common.updates import fit_critic, index_obs, make_optimizer, natural_step_scale
-from sb3_natural.common.weighting import check_at_least_one, check_finite_rollout, check_rate
+from sb3_natural.common.weighting import (
+    check_at_least_one,
+    check_finite_rollout,
+    check_rate,
+    nonfinite_observations_named,
+)
 
 SelfFisherTRPO = TypeVar("SelfFisherTRPO", bound="FisherTRPO")
 
@@ -209,6 +216,13 @@ class FisherTRPO(OnPolicyAlgorithm):
 
     def _use_dense(self) -> bool:
         return self.solver == "dense" or (self.solver == "auto" and self._head.num_params <= DENSE_MAX_PARAMS)
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """SB3's collection; a NaN/inf observation becomes a clear error instead of a distribution error."""
+        with nonfinite_observations_named(lambda: self._last_obs):
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
 
     def train(self) -> None:
         """One trust-region step of the actor, then the critic epochs."""

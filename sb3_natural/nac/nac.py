@@ -24,7 +24,7 @@ from sb3_natural.common.weighting import (
     check_rate,
     discount_weights,
     episode_times,
-    has_nonfinite,
+    nonfinite_observations_named,
 )
 
 SelfNAC = TypeVar("SelfNAC", bound="NAC")
@@ -212,12 +212,8 @@ class NAC(OnPolicyAlgorithm):
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
     ) -> bool:
         """SB3's collection; a NaN/inf observation becomes a clear error instead of a distribution error."""
-        try:
+        with nonfinite_observations_named(lambda: self._last_obs):
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
-        except ValueError as err:
-            if has_nonfinite(self._last_obs):
-                raise ValueError("observations contain NaN or inf; check the environment or wrap it with VecCheckNan") from err
-            raise
 
     # ------------------------------------------------------------------ train
     def train(self) -> None:
