@@ -4,7 +4,10 @@
 
 For every finished run, loads its final model (and VecNormalize statistics, if any) and plays 10
 deterministic episodes on a fresh env; an action dimension counts as "at the bound" when it lies
-within 1% of the range from the bound (|a| >= 0.98 in SB3's scaled [-1, 1] space). Prints a Markdown
+within 1% of the range from the bound (|a| >= 0.98 in SB3's scaled [-1, 1] space). For a tanh actor
+it also counts the action dimensions where the tanh is saturated, d tanh(u)/du = 1 - tanh(u)^2 < 1e-3
+(|u| > 4.1, u the input of the final tanh): there the gradient reaching the actor's weights is
+scaled down more than 1000-fold, and a policy stuck at a bound cannot move back. Prints a Markdown
 table (median over seeds) and writes bounds.md next to the grid's report.
 """
 
@@ -33,7 +36,11 @@ def run_model(run_dir: Path) -> tuple[dict, type, Path]:
     return result, ALGOS[algo], zip_path
 
 
-def share_at_bounds(run_dir: Path, episodes: int = 10, threshold: float = 0.98) -> float:
+SATURATED_DERIVATIVE = 1e-3
+
+
+def bound_stats(run_dir: Path, episodes: int = 10, threshold: float = 0.98) -> tuple[float, float | None]:
+    """(share of action dims at the bounds, share with a saturated tanh or None for a linear actor)."""
     from stable_baselines3.common.env_util import make_vec_env
 
     result, cls, zip_path = run_model(run_dir)
@@ -46,6 +53,10 @@ def share_at_bounds(run_dir: Path, episodes: int = 10, threshold: float = 0.98) 
 
         env = VecNormalize.load(str(stats), env)
         env.training, env.norm_reward = False, False
+    last = model.actor.mu[-1]
+    tanh_inputs: list[th.Tensor] = []
+    if isinstance(last, th.nn.Tanh):
+        last.register_forward_hook(lambda _m, inputs, _out: tanh_inputs.append(inputs[0].detach()))
     obs = env.reset()
     at_bound, total, done_eps = 0, 0, 0
     while done_eps < episodes:
@@ -55,20 +66,29 @@ def share_at_bounds(run_dir: Path, episodes: int = 10, threshold: float = 0.98) 
         total += scaled.size
         obs, _, dones, _ = env.step(action)
         done_eps += int(dones.sum())
-    return at_bound / total
+    if not tanh_inputs:
+        return at_bound / total, None
+    derivative = 1.0 - th.tanh(th.cat(tanh_inputs).double()) ** 2
+    return at_bound / total, float((derivative < SATURATED_DERIVATIVE).double().mean())
 
 
 def main() -> None:
     th.set_num_threads(1)
     grid = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/td3_invert")
-    rows: dict[tuple[str, str], list[float]] = {}
+    rows: dict[tuple[str, str], list[tuple[float, float | None]]] = {}
     for rfile in sorted(grid.glob("runs/*/*/*/result.json")):
         r = json.loads(rfile.read_text())
-        rows.setdefault((r["algo"], r["env"]), []).append(share_at_bounds(rfile.parent))
-    lines = ["| algorithm | env | seeds | share of action dims at the bounds (median) | per seed |", "|---|---|---|---|---|"]
-    for (algo, env_id), shares in sorted(rows.items()):
-        per = ", ".join(f"{s:.2f}" for s in shares)
-        lines.append(f"| {algo} | {env_id} | {len(shares)} | {statistics.median(shares):.2f} | {per} |")
+        rows.setdefault((r["algo"], r["env"]), []).append(bound_stats(rfile.parent))
+    lines = [
+        "| algorithm | env | seeds | share of action dims at the bounds (median) | per seed "
+        "| saturated tanh, 1 - tanh^2 < 1e-3 (per seed) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (algo, env_id), seeds in sorted(rows.items()):
+        shares = [share for share, _ in seeds]
+        per = ", ".join(f"{share:.2f}" for share in shares)
+        sat = ", ".join("-" if s is None else f"{s:.2f}" for _, s in seeds)
+        lines.append(f"| {algo} | {env_id} | {len(seeds)} | {statistics.median(shares):.2f} | {per} | {sat} |")
     text = "\n".join(lines) + "\n"
     print(text)
     (grid / "bounds.md").write_text(text)
