@@ -82,9 +82,13 @@ class _ChainRuleActorMixin(_MixinBase):
     ) -> None:
         # A NaN/inf that reaches the replay buffer poisons every later critic target: stop at the source.
         check_finite_rewards(np.asarray(reward))
-        check_finite_observations(new_obs)
-        check_finite_observations(self._last_obs)  # the first observation after reset
+        check_finite_observations(new_obs)  # after step 1, self._last_obs is the checked new_obs
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
+    def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:
+        result = super()._setup_learn(*args, **kwargs)
+        check_finite_observations(self._last_obs)  # the first observation, from reset: checked once
+        return result
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         self.policy.set_training_mode(True)
