@@ -62,6 +62,19 @@ def test_cg_converges_to_lstsq():
     assert th.isfinite(w_an).all() and float(w_an @ w_ls) > 0
 
 
+@pytest.mark.parametrize("warm", [False, True])
+def test_cg_warm_start_only_when_asked(warm):
+    # Truncated CG (2 steps) keeps part of its start: from 0 and from the last w give different w.
+    model = _rollout_model("cg", cg_max_steps=2, cg_warm_start=warm)
+    obs, actions, adv = _float64_batch(model)
+    assert model._w is not None  # the first update's w
+    model._w = model._w.double()
+    w, _ = model._natural_gradient(obs, actions, adv, None)
+    model._w = None
+    w_cold, _ = model._natural_gradient(obs, actions, adv, None)
+    assert th.equal(w, w_cold) != warm
+
+
 def test_sgd_reduces_compatible_loss_and_approaches_lstsq():
     model = _rollout_model("sgd", sgd_epochs=2000, sgd_batch_size=64, sgd_learning_rate=1e-2)
     obs, actions, adv = _float64_batch(model)
@@ -188,6 +201,7 @@ def test_same_seed_same_result():
         ({"learning_rate": float("nan")}, "learning_rate must be"),
         ({"cg_residual_tol": -1.0}, "cg_residual_tol must be >= 0"),
         ({"cg_max_steps": 0}, "cg_max_steps must be >= 1"),
+        ({"cg_warm_start": "yes"}, "cg_warm_start must be True or False"),
     ],
 )
 def test_invalid_arguments(kwargs, match):

@@ -66,6 +66,10 @@ class NAC(OnPolicyAlgorithm):
     :param ridge: Damping lambda > 0 of the least squares / Fisher system
     :param cg_max_steps: Maximum CG iterations
     :param cg_residual_tol: CG tolerance on the squared residual norm
+    :param cg_warm_start: Start CG from the previous update's ``w`` instead of 0. Off by default, as
+        in TRPO: CG truncated at ``cg_max_steps`` barely changes the start's components along
+        low-curvature directions, so a stale ``w`` lingers and slows learning (measured on
+        HalfCheetah-v5: BENCHMARKS.md, "MuJoCo")
     :param sgd_epochs: Epochs over the rollout for ``solver="sgd"``
     :param sgd_batch_size: Minibatch size for ``solver="sgd"``
     :param sgd_learning_rate: Adam learning rate of ``w`` for ``solver="sgd"``
@@ -111,6 +115,7 @@ class NAC(OnPolicyAlgorithm):
         ridge: float = 1e-3,
         cg_max_steps: int = 20,
         cg_residual_tol: float = 1e-10,
+        cg_warm_start: bool = False,
         sgd_epochs: int = 10,
         sgd_batch_size: int = 256,
         sgd_learning_rate: float = 1e-2,
@@ -176,6 +181,8 @@ class NAC(OnPolicyAlgorithm):
         check_rate("sgd_learning_rate", sgd_learning_rate)
         if not cg_residual_tol >= 0:
             raise ValueError(f"cg_residual_tol must be >= 0, got {cg_residual_tol}")
+        if not isinstance(cg_warm_start, (bool, np.bool_)):
+            raise ValueError(f"cg_warm_start must be True or False, got {cg_warm_start!r}")
         self.batch_size = batch_size
         self.n_critic_updates = n_critic_updates
         self.critic_learning_rate = critic_learning_rate
@@ -184,6 +191,7 @@ class NAC(OnPolicyAlgorithm):
         self.ridge = ridge
         self.cg_max_steps = cg_max_steps
         self.cg_residual_tol = cg_residual_tol
+        self.cg_warm_start = bool(cg_warm_start)
         self.sgd_epochs = sgd_epochs
         self.sgd_batch_size = sgd_batch_size
         self.sgd_learning_rate = sgd_learning_rate
@@ -201,7 +209,7 @@ class NAC(OnPolicyAlgorithm):
         critic_params = [p for p in self.policy.parameters() if id(p) not in actor_ids and p.requires_grad]
         # The policy's optimizer trains the value function only; the actor moves along w.
         self.policy.optimizer = make_optimizer(self.policy, [{"params": critic_params, "lr": self.critic_lr_schedule(1.0)}])
-        self._w: th.Tensor | None = None  # warm start of the "sgd" and "cg" solvers
+        self._w: th.Tensor | None = None  # warm start of the "sgd" solver (and "cg" with cg_warm_start)
         self._episode_t = np.full(self.n_envs, -1, dtype=np.int64)
         self._scores_buffer: th.Tensor | None = None
 
@@ -295,7 +303,8 @@ class NAC(OnPolicyAlgorithm):
                 if weights is not None:
                     raise ValueError("discount_weighting with solver='cg' needs fisher='empirical'")
                 fvp = AnalyticFVP(head, obs, damping=self.ridge)
-            res = conjugate_gradient(fvp, g, self.cg_max_steps, self.cg_residual_tol, x0=self._warm_start(g))
+            x0 = self._warm_start(g) if self.cg_warm_start else None
+            res = conjugate_gradient(fvp, g, self.cg_max_steps, self.cg_residual_tol, x0=x0)
             w = res.x
             stats.update(solver_residual=res.residual_norm, solver_iterations=float(res.iterations))
             stats["cg_breakdown"] = float(res.breakdown)
