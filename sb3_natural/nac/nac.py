@@ -68,8 +68,8 @@ class NAC(OnPolicyAlgorithm):
     :param cg_residual_tol: CG tolerance on the squared residual norm
     :param cg_warm_start: Start CG from the previous update's ``w`` instead of 0. Off by default, as
         in TRPO: CG truncated at ``cg_max_steps`` barely changes the start's components along
-        low-curvature directions, so a stale ``w`` lingers and slows learning (measured on
-        HalfCheetah-v5: BENCHMARKS.md, "MuJoCo")
+        low-curvature directions, so a stale ``w`` lingers (on HalfCheetah-v5 it kept seed 0 on a
+        slow path that the start from 0 left; BENCHMARKS.md, "MuJoCo")
     :param sgd_epochs: Epochs over the rollout for ``solver="sgd"``
     :param sgd_batch_size: Minibatch size for ``solver="sgd"``
     :param sgd_learning_rate: Adam learning rate of ``w`` for ``solver="sgd"``
