@@ -108,6 +108,21 @@ def test_report_with_one_seed_has_no_interval_and_no_aggregate():
     assert "| a | 2 | 2.0 +/- 1.0 | 2.0 [1.0, 3.0] |" in two and "Aggregate" in two
 
 
+def test_aggregate_of_an_incomplete_grid_says_which_seeds_it_uses():
+    """The aggregate keeps only the seeds every algorithm has on every env, and the report says so."""
+
+    def run(algo, env, seed, final):
+        return {"algo": algo, "env": env, "seed": seed, "budget": 10, "final_mean": final, "steps_per_s": 1.0}
+
+    full = [run(a, e, s, float(s + (a == "ppo"))) for a in ("a", "ppo") for e in ("E1", "E2") for s in range(3)]
+    assert "Over seeds" not in markdown(full)
+    partial = [r for r in full if not (r["algo"] == "ppo" and r["env"] == "E1" and r["seed"] == 2)]
+    text = markdown(partial)
+    assert "Over seeds 0, 1, the seeds every algorithm has finished on every env (8 of 11 runs)." in text
+    # a: 0, 1 and ppo: 1, 2 on each env over seeds 0-1 -> P(a > ppo) = (0 + 0.5 + 0 + 0) / 4 per env
+    assert "| a | " in text and "| 0.12 [" in text
+
+
 def _fake_result(out: Path, algo: str, env: str, seed: int, budget: int, final: float) -> None:
     rdir = out / "runs" / algo / env / f"seed{seed}"
     rdir.mkdir(parents=True)

@@ -101,6 +101,14 @@ def markdown(results: list[dict], reference: str = "ppo") -> str:
     agg = aggregate(results, reference)
     if agg:
         lines += ["### Aggregate over envs (grid-normalized scores)", ""]
+        seeds = common_seeds(results)
+        n_used = len(seeds) * len({(r["algo"], r["env"]) for r in results})
+        if n_used < len(results):  # say which runs the aggregate leaves out while a grid is incomplete
+            lines += [
+                f"Over seeds {', '.join(map(str, seeds))}, the seeds every algorithm has finished on every env "
+                f"({n_used} of {len(results)} runs).",
+                "",
+            ]
         lines += [f"| algorithm | IQM [95% CI] | P(better than {reference}) [95% CI] |", "|---|---|---|"]
         for algo, row in agg.items():
             poi = row.get("poi")
@@ -138,14 +146,20 @@ def summary(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def common_seeds(results: list[dict]) -> list[int]:
+    """The seeds that every algorithm has finished on every env (the aggregate's rows)."""
+    table = _by(results)
+    algos = sorted({r["algo"] for r in results})
+    per_cell = [{r["seed"] for r in table[e][a]} for e in table for a in algos]
+    return sorted(set.intersection(*per_cell)) if per_cell else []
+
+
 def normalized_matrix(results: list[dict]) -> tuple[dict[str, np.ndarray], list[str]]:
     """{algo: [seeds, envs]} of normalized final scores, over the envs and seeds every algo has."""
     table = _by(results)
     envs = sorted(table)
     algos = sorted({r["algo"] for r in results})
-    seeds = sorted(
-        set.intersection(*[{r["seed"] for r in table[e][a]} for e in envs for a in algos if table[e][a]] or [set()])
-    )
+    seeds = common_seeds(results)
     if not seeds or any(not table[e][a] for e in envs for a in algos):
         return {}, envs
     out = {}
