@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 
 from sb3_natural.benchmark.__main__ import main as benchmark_main
-from sb3_natural.benchmark.report import bootstrap_ci, iqm, markdown, probability_of_improvement, summary
+from sb3_natural.benchmark.report import (
+    aggregate,
+    aggregate_members,
+    bootstrap_ci,
+    iqm,
+    markdown,
+    probability_of_improvement,
+    summary,
+)
 from sb3_natural.benchmark.runner import Run, load_result, reference_entry, run_one
 
 ARGS = ["--suite", "quick", "--algos", "nac", "a2c", "--envs", "CartPole-v1", "--budget", "2048", "--seeds", "0", "1",
@@ -121,6 +129,33 @@ def test_aggregate_of_an_incomplete_grid_says_which_seeds_it_uses():
     assert "Over seeds 0, 1, the seeds every algorithm has finished on every env (8 of 11 runs)." in text
     # a: 0, 1 and ppo: 1, 2 on each env over seeds 0-1 -> P(a > ppo) = (0 + 0.5 + 0 + 0) / 4 per env
     assert "| a | " in text and "| 0.12 [" in text
+
+
+def test_aggregate_leaves_out_an_algorithm_that_has_not_run_every_env_or_two_seeds():
+    """An algorithm missing an env, or sharing one seed only, is left out and named; the rest stay."""
+
+    def run(algo, env, seed, final):
+        return {"algo": algo, "env": env, "seed": seed, "budget": 10, "final_mean": final, "steps_per_s": 1.0}
+
+    full = [run(a, e, s, float(s + (a == "ppo"))) for a in ("a", "ppo") for e in ("E1", "E2") for s in range(3)]
+    late = [run("b", "E2", 0, 50.0)]  # b has started: one seed on one env
+    assert aggregate_members(full + late) == (["a", "ppo"], [0, 1, 2])
+    text = markdown(full + late)
+    assert (
+        "Over seeds 0, 1, 2, the seeds every algorithm in it has finished on every env (12 of 13 runs). "
+        "Left out until more of their runs finish: b." in text
+    )
+    assert "| b | 1 | 50.0" in text  # still in its env's table
+    assert "| b | " not in text.split("### Aggregate")[1]
+    # b's 50.0 still sets E2's highest score: ppo's finals 1, 2, 3 normalize to 1/3, 2/3, 1 on E1 and
+    # 1/50, 2/50, 3/50 on E2; their IQM drops the lowest and highest of the six (0.667 without b)
+    assert aggregate(full + late)["ppo"]["iqm"][0] == pytest.approx((2 / 50 + 3 / 50 + 1 / 3 + 2 / 3) / 4)
+    # b on both envs but seed 0 only: keeping it would leave 1 shared seed, so it is still left out
+    both = [*late, run("b", "E1", 0, 50.0)]
+    assert aggregate_members(full + both) == (["a", "ppo"], [0, 1, 2])
+    # one seed of everything: no aggregate at all
+    assert aggregate_members([r for r in full if r["seed"] == 0]) == ([], [])
+    assert "Aggregate" not in markdown([r for r in full if r["seed"] == 0])
 
 
 def _fake_result(out: Path, algo: str, env: str, seed: int, budget: int, final: float) -> None:

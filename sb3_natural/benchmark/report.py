@@ -101,14 +101,18 @@ def markdown(results: list[dict], reference: str = "ppo") -> str:
     agg = aggregate(results, reference)
     if agg:
         lines += ["### Aggregate over envs (grid-normalized scores)", ""]
-        seeds = common_seeds(results)
-        n_used = len(seeds) * len({(r["algo"], r["env"]) for r in results})
+        kept, seeds = aggregate_members(results)
+        n_used = len(seeds) * len(kept) * len(table)
         if n_used < len(results):  # say which runs the aggregate leaves out while a grid is incomplete
-            lines += [
-                f"Over seeds {', '.join(map(str, seeds))}, the seeds every algorithm has finished on every env "
-                f"({n_used} of {len(results)} runs).",
-                "",
-            ]
+            left_out = sorted({r["algo"] for r in results} - set(kept))
+            who = "every algorithm" if not left_out else "every algorithm in it"
+            line = (
+                f"Over seeds {', '.join(map(str, seeds))}, the seeds {who} has finished on every env "
+                f"({n_used} of {len(results)} runs)."
+            )
+            if left_out:
+                line += f" Left out until more of their runs finish: {', '.join(left_out)}."
+            lines += [line, ""]
         lines += [f"| algorithm | IQM [95% CI] | P(better than {reference}) [95% CI] |", "|---|---|---|"]
         for algo, row in agg.items():
             poi = row.get("poi")
@@ -146,24 +150,46 @@ def summary(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def common_seeds(results: list[dict]) -> list[int]:
-    """The seeds that every algorithm has finished on every env (the aggregate's rows)."""
+def common_seeds(results: list[dict], algos: list[str] | None = None) -> list[int]:
+    """The seeds that every algorithm in ``algos`` (default: all) has finished on every env."""
     table = _by(results)
-    algos = sorted({r["algo"] for r in results})
+    algos = sorted({r["algo"] for r in results}) if algos is None else algos
     per_cell = [{r["seed"] for r in table[e][a]} for e in table for a in algos]
     return sorted(set.intersection(*per_cell)) if per_cell else []
 
 
+def aggregate_members(results: list[dict]) -> tuple[list[str], list[int]]:
+    """The algorithms and seeds of the aggregate: (algos, seeds), both sorted; ([], []) if none fit.
+
+    A complete grid keeps every algorithm and seed. While a grid is incomplete, the aggregate keeps
+    the algorithms with a finished run on every env and the seeds all of them have finished on every
+    env; if fewer than 2 such seeds remain (a bootstrap over one seed says nothing), the algorithm
+    with the fewest finished runs is left out and the seeds are counted again.
+    """
+    table = _by(results)
+    kept = [a for a in sorted({r["algo"] for r in results}) if all(table[e][a] for e in table)]
+    while kept:
+        seeds = common_seeds(results, kept)
+        if len(seeds) >= 2:
+            return kept, seeds
+        kept.remove(min(kept, key=lambda a: (sum(len(table[e][a]) for e in table), a)))
+    return [], []
+
+
 def normalized_matrix(results: list[dict]) -> tuple[dict[str, np.ndarray], list[str]]:
-    """{algo: [seeds, envs]} of normalized final scores, over the envs and seeds every algo has."""
+    """{algo: [seeds, envs]} of normalized final scores over the aggregate's algorithms and seeds.
+
+    Each env's scores are normalized by the lowest and highest final score of all its runs in the
+    grid, the left-out algorithms' included: (score - lowest) / (highest - lowest).
+    """
     table = _by(results)
     envs = sorted(table)
     algos = sorted({r["algo"] for r in results})
-    seeds = common_seeds(results)
-    if not seeds or any(not table[e][a] for e in envs for a in algos):
+    kept, seeds = aggregate_members(results)
+    if not kept:
         return {}, envs
     out = {}
-    for algo in algos:
+    for algo in kept:
         m = np.empty((len(seeds), len(envs)))
         for j, env in enumerate(envs):
             finals = [r["final_mean"] for a in algos for r in table[env][a]]
@@ -192,10 +218,10 @@ def _poi_split(k: int):
 def aggregate(results: list[dict], reference: str = "ppo") -> dict[str, dict]:
     """IQM of normalized scores (with CI) per algorithm, and P(better than ``reference``).
 
-    Empty when the algorithms share fewer than 2 seeds: a bootstrap over one seed says nothing.
+    Over the algorithms and seeds of :func:`aggregate_members`; empty when no 2 seeds are shared.
     """
     mats, _ = normalized_matrix(results)
-    if not mats or next(iter(mats.values())).shape[0] < 2:
+    if not mats:
         return {}
     rows: dict[str, dict] = {}
     for algo, m in mats.items():
