@@ -116,13 +116,20 @@ def test_report_with_one_seed_has_no_interval_and_no_aggregate():
     assert "| a | 2 | 2.0 +/- 1.0 | 2.0 [1.0, 3.0] |" in two and "Aggregate" in two
 
 
+def _run(algo: str, env: str, seed: int, final: float) -> dict:
+    """A finished run's result, as much of it as the report's aggregate reads."""
+    return {"algo": algo, "env": env, "seed": seed, "budget": 10, "final_mean": final, "steps_per_s": 1.0}
+
+
+def _full_grid() -> list[dict]:
+    """a and ppo on E1 and E2, seeds 0-2; final = seed, plus 1 for ppo."""
+    return [_run(a, e, s, float(s + (a == "ppo"))) for a in ("a", "ppo") for e in ("E1", "E2") for s in range(3)]
+
+
 def test_aggregate_of_an_incomplete_grid_says_which_seeds_it_uses():
     """The aggregate keeps only the seeds every algorithm has on every env, and the report says so."""
 
-    def run(algo, env, seed, final):
-        return {"algo": algo, "env": env, "seed": seed, "budget": 10, "final_mean": final, "steps_per_s": 1.0}
-
-    full = [run(a, e, s, float(s + (a == "ppo"))) for a in ("a", "ppo") for e in ("E1", "E2") for s in range(3)]
+    full = _full_grid()
     assert "Over seeds" not in markdown(full)
     partial = [r for r in full if not (r["algo"] == "ppo" and r["env"] == "E1" and r["seed"] == 2)]
     text = markdown(partial)
@@ -134,11 +141,8 @@ def test_aggregate_of_an_incomplete_grid_says_which_seeds_it_uses():
 def test_aggregate_leaves_out_an_algorithm_that_has_not_run_every_env_or_two_seeds():
     """An algorithm missing an env, or sharing one seed only, is left out and named; the rest stay."""
 
-    def run(algo, env, seed, final):
-        return {"algo": algo, "env": env, "seed": seed, "budget": 10, "final_mean": final, "steps_per_s": 1.0}
-
-    full = [run(a, e, s, float(s + (a == "ppo"))) for a in ("a", "ppo") for e in ("E1", "E2") for s in range(3)]
-    late = [run("b", "E2", 0, 50.0)]  # b has started: one seed on one env
+    full = _full_grid()
+    late = [_run("b", "E2", 0, 50.0)]  # b has started: one seed on one env
     assert aggregate_members(full + late) == (["a", "ppo"], [0, 1, 2])
     text = markdown(full + late)
     assert (
@@ -151,7 +155,7 @@ def test_aggregate_leaves_out_an_algorithm_that_has_not_run_every_env_or_two_see
     # 1/50, 2/50, 3/50 on E2; their IQM drops the lowest and highest of the six (0.667 without b)
     assert aggregate(full + late)["ppo"]["iqm"][0] == pytest.approx((2 / 50 + 3 / 50 + 1 / 3 + 2 / 3) / 4)
     # b on both envs but seed 0 only: keeping it would leave 1 shared seed, so it is still left out
-    both = [*late, run("b", "E1", 0, 50.0)]
+    both = [*late, _run("b", "E1", 0, 50.0)]
     assert aggregate_members(full + both) == (["a", "ppo"], [0, 1, 2])
     # one seed of everything: no aggregate at all
     assert aggregate_members([r for r in full if r["seed"] == 0]) == ([], [])
