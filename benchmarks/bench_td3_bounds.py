@@ -9,6 +9,10 @@ it also counts the action dimensions where the tanh is saturated, d tanh(u)/du =
 (|u| > 4.1, u the input of the final tanh): there the gradient reaching the actor's weights is
 scaled down more than 1000-fold, and a policy stuck at a bound cannot move back. Prints a Markdown
 table (median over seeds) and writes bounds.md next to the grid's report.
+
+Each run's numbers are kept in bounds.json beside its result.json (committed, like result.json; the
+models are not), so a later call measures only the runs that have none and still reports the others.
+A run with neither a model nor a bounds.json is left out, with a warning.
 """
 
 from __future__ import annotations
@@ -72,13 +76,29 @@ def bound_stats(run_dir: Path, episodes: int = 10, threshold: float = 0.98) -> t
     return at_bound / total, float((derivative < SATURATED_DERIVATIVE).double().mean())
 
 
+def cached_bound_stats(run_dir: Path) -> tuple[float, float | None] | None:
+    """bound_stats of a run, read from its bounds.json or measured and written there; None if it cannot be."""
+    cache = run_dir / "bounds.json"
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        return saved["at_bounds"], saved["saturated_tanh"]
+    if not any((run_dir / "logs").glob("*/*/*.zip")):
+        print(f"warning: {run_dir} has no model and no bounds.json: left out", file=sys.stderr)
+        return None
+    at_bounds, saturated = bound_stats(run_dir)
+    cache.write_text(json.dumps({"at_bounds": at_bounds, "saturated_tanh": saturated}, indent=1) + "\n")
+    return at_bounds, saturated
+
+
 def main() -> None:
     th.set_num_threads(1)
     grid = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/td3_invert")
     rows: dict[tuple[str, str], list[tuple[float, float | None]]] = {}
     for rfile in sorted(grid.glob("runs/*/*/*/result.json")):
         r = json.loads(rfile.read_text())
-        rows.setdefault((r["algo"], r["env"]), []).append(bound_stats(rfile.parent))
+        stats = cached_bound_stats(rfile.parent)
+        if stats is not None:
+            rows.setdefault((r["algo"], r["env"]), []).append(stats)
     lines = [
         "| algorithm | env | seeds | share of action dims at the bounds (median) | per seed "
         "| saturated tanh, 1 - tanh^2 < 1e-3 (per seed) |",

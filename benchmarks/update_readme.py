@@ -30,7 +30,7 @@ GRIDS = [
     ("trpo_floors", "FisherTRPO vs sb3-contrib TRPO"),
     ("nac_floors", "NAC vs A2C"),
     ("reinforce_floors", "REINFORCE"),
-    ("td3_invert", "TD3 with inverting gradients vs SB3's TD3"),
+    ("td3_invert", "TD3 and DDPG with inverting gradients vs SB3's TD3 and DDPG"),
     ("mujoco_zoo", "Zoo entries on other MuJoCo envs"),
 ]
 README_GRIDS = ("td3_invert",)
