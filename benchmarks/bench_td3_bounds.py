@@ -26,13 +26,22 @@ import numpy as np
 import torch as th
 
 
+def final_model(run_dir: Path) -> Path | None:
+    """The zip of a finished run's final model, or None where the run's logs were not kept."""
+    result = json.loads((run_dir / "result.json").read_text())
+    algo, env_id = result["algo"], result["env"]
+    return next((run_dir / "logs").glob(f"{algo}/{env_id}_*/{env_id}.zip"), None)
+
+
 def run_model(run_dir: Path) -> tuple[dict, type, Path]:
     """A finished run's result.json, its algorithm class (ours or rl-zoo3's) and its final model's zip."""
     from sb3_natural.zoo import ZOO_ALGOS
 
+    zip_path = final_model(run_dir)
+    if zip_path is None:
+        raise FileNotFoundError(f"{run_dir} has no final model under logs/")
     result = json.loads((run_dir / "result.json").read_text())
-    algo, env_id = result["algo"], result["env"]
-    zip_path = next((run_dir / "logs").glob(f"{algo}/{env_id}_*/{env_id}.zip"))
+    algo = result["algo"]
     if algo in ZOO_ALGOS:
         return result, ZOO_ALGOS[algo], zip_path
     from rl_zoo3.utils import ALGOS
@@ -82,7 +91,7 @@ def cached_bound_stats(run_dir: Path) -> tuple[float, float | None] | None:
     if cache.is_file():
         saved = json.loads(cache.read_text())
         return saved["at_bounds"], saved["saturated_tanh"]
-    if not any((run_dir / "logs").glob("*/*/*.zip")):
+    if final_model(run_dir) is None:
         print(f"warning: {run_dir} has no model and no bounds.json: left out", file=sys.stderr)
         return None
     at_bounds, saturated = bound_stats(run_dir)
