@@ -189,3 +189,28 @@ def test_flush_denormal_flag_is_ours_and_stripped(monkeypatch):
     seen.clear()
     run_zoo("train", ["--algo", "ppo", "--env", "Pendulum-v1"])
     assert "flush" not in seen
+
+
+def test_every_env_entry_states_what_was_measured():
+    """Each env entry's comment gives a budget in steps with its score, or says "not benchmarked yet"."""
+    import re
+
+    from sb3_natural.zoo import zoo_config_dir
+
+    measured = re.compile(r"\b\d+(\.\d+)?[kM]\b|\d+ steps|not benchmarked yet")
+    missing = []
+    for algo in ZOO_ALGOS:
+        lines = (zoo_config_dir() / f"{algo}.yml").read_text().splitlines()
+        for i, line in enumerate(lines):
+            key = re.match(r"([A-Za-z][\w-]*):", line)
+            if key is None or key.group(1) == "default":
+                continue
+            comment = []
+            for following in lines[i + 1 :]:
+                if not following.lstrip().startswith("#"):
+                    break
+                comment.append(following.strip())
+            text = " ".join(comment)
+            if not measured.search(text):
+                missing.append(f"{algo}.yml {key.group(1)}: {text!r}")
+    assert not missing, "entries whose comment gives no budget (nor 'not benchmarked yet'):\n" + "\n".join(missing)
