@@ -104,6 +104,21 @@ def test_summary_table_marks_best_missing_and_partial():
     assert lines[3] == "| E2 (1000) | **-5.0** | n/a |"
 
 
+def test_one_env_at_two_budgets_gives_two_tables_and_two_rows():
+    """Runs of an env at different budgets are separate tasks: never one table under one budget."""
+
+    def run(algo, budget, final):
+        return {"algo": algo, "env": "E", "seed": 0, "budget": budget, "final_mean": final, "steps_per_s": 1.0}
+
+    results = [run("a", 200, 1.0), run("b", 200, 2.0), run("c", 30, 3.0)]
+    report = markdown(results)
+    short, long = report.index("### E (30 steps)"), report.index("### E (200 steps)")
+    assert short < long and "| c | 1 |" in report[short:long] and "| a | 1 |" in report[long:]
+    assert "| a |" not in report[short:long] and "| c |" not in report[long:]
+    lines = summary(results).splitlines()
+    assert lines[2:] == ["| E (30) | n/a | n/a | **3.0** |", "| E (200) | 1.0 | **2.0** | n/a |"]
+
+
 def test_report_with_one_seed_has_no_interval_and_no_aggregate():
     """A bootstrap over one seed would print a zero-width CI; the report says n/a instead."""
 

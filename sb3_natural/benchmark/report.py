@@ -57,10 +57,11 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(values))
 
 
-def _by(results: list[dict]) -> dict[str, dict[str, list[dict]]]:
-    table: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in sorted(results, key=lambda r: (r["env"], r["algo"], r["seed"])):
-        table[r["env"]][r["algo"]].append(r)
+def _by(results: list[dict]) -> dict[tuple[str, int], dict[str, list[dict]]]:
+    """{(env, budget): {algo: runs}}: runs of one env at two budgets are two tasks, never one table."""
+    table: dict[tuple[str, int], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in sorted(results, key=lambda r: (r["env"], int(r["budget"]), r["algo"], r["seed"])):
+        table[(r["env"], int(r["budget"]))][r["algo"]].append(r)
     return table
 
 
@@ -74,11 +75,10 @@ def write_csv(results: list[dict], path: Path) -> None:
 
 
 def markdown(results: list[dict], reference: str = "ppo") -> str:
-    """Per-env tables and the aggregate across envs."""
+    """Per-env tables (one per env and budget) and the aggregate across envs."""
     table = _by(results)
     lines: list[str] = []
-    for env, algos in table.items():
-        budget = next(iter(algos.values()))[0]["budget"]
+    for (env, budget), algos in table.items():
         lines += [f"### {env} ({budget} steps)", ""]
         lines += [
             "| algorithm | seeds | final mean +/- std | IQM [95% CI] | steps/s | update (ms) |",
@@ -123,7 +123,7 @@ def markdown(results: list[dict], reference: str = "ppo") -> str:
 
 
 def summary(results: list[dict]) -> str:
-    """One Markdown table: a row per env, a column per algorithm, the IQM of the final scores.
+    """One Markdown table: a row per env and budget, a column per algorithm, the IQM of the final scores.
 
     A cell reads "n/a" where the algorithm has no finished run on the env, and carries its number
     of seeds, e.g. "-120.3 (2 seeds)", where it has fewer than the most any cell has; the best IQM
@@ -133,8 +133,7 @@ def summary(results: list[dict]) -> str:
     algos = sorted({r["algo"] for r in results})
     full = max((len(runs) for by_algo in table.values() for runs in by_algo.values()), default=0)
     lines = ["| env (steps) | " + " | ".join(algos) + " |", "|---|" + "---|" * len(algos)]
-    for env, by_algo in table.items():
-        budget = next(iter(by_algo.values()))[0]["budget"]
+    for (env, budget), by_algo in table.items():
         values = {a: float(iqm(np.array([r["final_mean"] for r in runs]))) for a, runs in by_algo.items()}
         best = max(values.values())
         cells = []
@@ -176,8 +175,10 @@ def aggregate_members(results: list[dict]) -> tuple[list[str], list[int]]:
     return [], []
 
 
-def normalized_matrix(results: list[dict]) -> tuple[dict[str, np.ndarray], list[str]]:
+def normalized_matrix(results: list[dict]) -> tuple[dict[str, np.ndarray], list[tuple[str, int]]]:
     """{algo: [seeds, envs]} of normalized final scores over the aggregate's algorithms and seeds.
+
+    The env axis is (env, budget), sorted: an env run at two budgets counts as two tasks.
 
     Each env's scores are normalized by the lowest and highest final score of all its runs in the
     grid, the left-out algorithms' included: (score - lowest) / (highest - lowest).
@@ -236,7 +237,7 @@ def aggregate(results: list[dict], reference: str = "ppo") -> dict[str, dict]:
 
 
 def plot_curves(results: list[dict], path: Path) -> None:
-    """One panel per env: mean deterministic return per algorithm with a 95% t-interval band over seeds."""
+    """One panel per env and budget: mean deterministic return per algorithm, 95% t-interval band over seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -260,7 +261,7 @@ def plot_curves(results: list[dict], path: Path) -> None:
             if len(runs) > 1:
                 half = stats.t.ppf(0.975, len(runs) - 1) * stats.sem(curves, axis=0)
                 ax.fill_between(steps, mean - half, mean + half, color=colors[algo], alpha=0.2)
-        ax.set_title(env)
+        ax.set_title(env[0] if sum(e == env[0] for e, _ in envs) == 1 else f"{env[0]} ({env[1]} steps)")
         ax.set_xlabel("steps")
         ax.grid(alpha=0.3)
     for row in axes:
