@@ -192,7 +192,7 @@ def test_flush_denormal_flag_is_ours_and_stripped(monkeypatch):
 
 
 def test_every_env_entry_states_what_was_measured():
-    """Each env entry's comment gives a budget in steps with its score, or says "not benchmarked yet"."""
+    """Each env entry's comment gives the budget it was measured at (e.g. "300k steps"), or says "not benchmarked yet"."""
     import re
 
     from sb3_natural.zoo import zoo_config_dir
