@@ -140,6 +140,18 @@ class ActorHead:
         self.dist = output_distribution(policy)
         self.module = _ActorModule(policy, self.dist)
         self.names, self.params = actor_parameters(policy, probe_obs, module=self.module)
+        # One name per distinct (module, attribute) slot holding each parameter. SB3 reaches a
+        # shared features extractor as both ``features_extractor`` and ``pi_features_extractor``
+        # (one slot, two names); a tied weight in two modules is two slots.
+        aliases: dict[int, list[str]] = {}
+        slots: set[tuple[int, str]] = set()
+        for alias, p in self.module.named_parameters(remove_duplicate=False):
+            owner, _, attr = alias.rpartition(".")
+            slot = (id(self.module.get_submodule(owner)), attr)
+            if slot not in slots:
+                slots.add(slot)
+                aliases.setdefault(id(p), []).append(alias)
+        self._aliases = {"policy." + n: aliases[id(p)] for n, p in zip(self.names, self.params, strict=True)}
         self.shapes = [p.shape for p in self.params]
         self.numels = [p.numel() for p in self.params]
         self.offsets = list(np.cumsum([0, *self.numels])[:-1])
@@ -184,8 +196,15 @@ class ActorHead:
 
         ``pre`` are observations already passed through :meth:`preprocess`; ``params`` is
         keyed as returned by :meth:`param_dict`; parameters not given keep their values.
+
+        Each tensor is bound once in every module slot that holds its parameter, with
+        ``tie_weights=False``. torch's own tie handling (``tie_weights=True``) swaps a slot
+        reached under two names twice and restores it out of order, leaving a plain tensor in
+        place of the parameter (torch 2.13), i.e. it silently replaced the policy's parameters.
+        The policy's parameters are the same objects before and after this call.
         """
-        return th.func.functional_call(self.module, dict(params), (pre,), strict=False)
+        bound = {alias: t for key, t in params.items() for alias in self._aliases.get(key, [key])}
+        return th.func.functional_call(self.module, bound, (pre,), strict=False, tie_weights=False)
 
     # -------------------------------------------------------- flat parameters
     def flat(self, tensors: list[th.Tensor] | None = None) -> th.Tensor:
