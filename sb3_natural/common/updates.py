@@ -49,9 +49,14 @@ def fit_critic(
     epochs: int,
     batch_size: int,
     generator: th.Generator | None = None,
+    critic_params: list[th.nn.Parameter] | None = None,
 ) -> float:
     """Fit the value head on ``returns``: ``epochs`` passes of minibatch MSE with the policy's
-    optimizer (which the algorithms build so that the value loss only reaches critic parameters).
+    optimizer, moving only ``critic_params`` (default: every parameter the optimizer holds).
+
+    The algorithms pass the parameters the actor does not depend on, so the value loss never moves
+    the actor, also when the optimizer holds actor parameters too (REINFORCE's one optimizer with an
+    actor group): the other parameters' gradients are cleared before each step, and Adam skips them.
 
     Minibatches index the tensors directly (no buffer generator per epoch). Returns the mean
     minibatch loss of the last epoch (0.0 when epochs=0).
@@ -62,9 +67,13 @@ def fit_critic(
     n = returns.shape[0]
     extractor = policy.vf_features_extractor
     fixed_features = None
-    if not any(p.requires_grad for p in extractor.parameters()):
-        # A parameter-free extractor (Flatten, CombinedExtractor of flattens): its output is the
-        # same every epoch, so compute it once; values = value_net(forward_critic(features)) as in
+    held = [p for group in policy.optimizer.param_groups for p in group["params"]]
+    trained = {id(p) for p in (held if critic_params is None else critic_params)}
+    others = [p for p in held if id(p) not in trained]
+    if not any(id(p) in trained for p in extractor.parameters()):
+        # The optimizer does not move the extractor (a parameter-free Flatten, or a features extractor
+        # shared with the actor, which the critic must not move): its output is the same every epoch,
+        # so compute it once; values = value_net(forward_critic(features)) as in
         # ActorCriticPolicy.predict_values.
         with th.no_grad():
             fixed_features = BaseModel.extract_features(policy, obs, extractor)
@@ -81,6 +90,8 @@ def fit_critic(
             loss = F.mse_loss(values, returns[idx])
             policy.optimizer.zero_grad()
             loss.backward()
+            for p in others:
+                p.grad = None
             policy.optimizer.step()
             losses.append(loss.detach())
     return float(th.stack(losses).mean())

@@ -77,6 +77,22 @@ def check_finite_observations(observations: object) -> None:
         raise ValueError(NONFINITE_OBS_MESSAGE)
 
 
+def check_terminal_observations(infos: list[dict], dones: np.ndarray, truncated_only: bool = True) -> None:
+    """Raise the NaN/inf observation error for a finished episode's ``infos[i]["terminal_observation"]``.
+
+    On-policy classes bootstrap an episode cut by a time limit with ``V(terminal_observation)``
+    (``truncated_only=True``: only those are read); off-policy classes store it as the next observation
+    of every finished episode (``truncated_only=False``), where even a terminal step's ``0 * Q`` of an
+    inf is NaN. A NaN/inf there otherwise enters the returns or targets without failing anywhere.
+    """
+    for info, done in zip(infos, dones):
+        if not done or (truncated_only and not info.get("TimeLimit.truncated", False)):
+            continue
+        final = info.get("terminal_observation")
+        if final is not None and has_nonfinite(final):
+            raise ValueError(f"{NONFINITE_OBS_MESSAGE} (in infos['terminal_observation'] of a truncated episode)")
+
+
 @contextmanager
 def nonfinite_observations_named(last_obs: Callable[[], object]) -> Iterator[None]:
     """Turn the distribution error that a NaN/inf observation causes inside SB3's rollout collection
@@ -95,6 +111,13 @@ def check_at_least_one(**values: int) -> None:
     for name, value in values.items():
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def check_discount(**values: float) -> None:
+    """Raise ``ValueError`` naming the first factor (gamma, gae_lambda) outside [0, 1]."""
+    for name, value in values.items():
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
 
 
 def check_rate(name: str, value: float | Callable[[float], float]) -> None:

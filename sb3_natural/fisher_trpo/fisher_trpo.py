@@ -1,29 +1,20 @@
 from __future__ import annotations
 
-import copy
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import explained_variance
-from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_natural.common.fisher import AnalyticFVP, DirectFVP, dense_fisher
-from sb3_natural.common.heads import ActorHead
 from sb3_natural.common.solvers import conjugate_gradient, dense_solve
-from sb3_natural.common.updates import fit_critic, index_obs, make_optimizer, natural_step_scale
-from sb3_natural.common.weighting import (
-    check_at_least_one,
-    check_finite_rollout,
-    check_rate,
-    nonfinite_observations_named,
-)
+from sb3_natural.common.updates import index_obs, make_optimizer, natural_step_scale
+from sb3_natural.common.weighting import check_at_least_one, check_discount, check_finite_rollout, check_rate
+from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
 
 SelfFisherTRPO = TypeVar("SelfFisherTRPO", bound="FisherTRPO")
 
@@ -38,16 +29,7 @@ KL_CONVENTIONS = ("sum", "mean")
 DENSE_MAX_PARAMS = 100
 
 
-def critic_parameters(policy: ActorCriticPolicy, probe_obs: Any) -> list[th.nn.Parameter]:
-    """Parameters the value prediction depends on (found from the graph, like the actor's)."""
-    named = [p for p in policy.parameters() if p.requires_grad]
-    with th.enable_grad():
-        v = policy.predict_values(probe_obs).sum()
-        grads = th.autograd.grad(v, named, allow_unused=True)
-    return [p for p, g in zip(named, grads, strict=True) if g is not None]
-
-
-class FisherTRPO(OnPolicyAlgorithm):
+class FisherTRPO(NaturalOnPolicyAlgorithm):
     """
     Trust Region Policy Optimization with the closed-form Fisher of the policy's distribution.
 
@@ -60,7 +42,8 @@ class FisherTRPO(OnPolicyAlgorithm):
       instead of the KL double backprop (``fisher="direct"``, kept for comparison);
     * for small actors the exact natural gradient (``solver="dense"``: build F, Cholesky);
     * a lean critic phase (same epochs, minibatch size and Adam hyperparameters as sb3-contrib, but
-      minibatches indexed from tensors, and Adam only over the parameters the value depends on);
+      minibatches indexed from tensors, and Adam only over the parameters the actor does not depend on:
+      as in sb3-contrib, the critic epochs never move the actor, also through a shared features extractor);
     * the true KL (summed over action dimensions) by default; ``kl_convention="mean"`` reproduces
       sb3-contrib, whose Gaussian/Bernoulli KL is averaged over action dimensions, so that its
       ``target_kl`` is per action dimension.
@@ -99,12 +82,6 @@ class FisherTRPO(OnPolicyAlgorithm):
     :param device: Device (cpu, cuda, ...) on which the code should be run
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
-
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
-        "MlpPolicy": ActorCriticPolicy,
-        "CnnPolicy": ActorCriticCnnPolicy,
-        "MultiInputPolicy": MultiInputActorCriticPolicy,
-    }
 
     def __init__(
         self,
@@ -184,6 +161,7 @@ class FisherTRPO(OnPolicyAlgorithm):
         )
         if n_critic_updates < 0:
             raise ValueError(f"n_critic_updates must be >= 0, got {n_critic_updates}")
+        check_discount(gamma=gamma, gae_lambda=gae_lambda)
         check_rate("learning_rate", learning_rate)
         self.batch_size = batch_size
         self.cg_max_steps = cg_max_steps
@@ -202,27 +180,13 @@ class FisherTRPO(OnPolicyAlgorithm):
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        self._head = ActorHead(self.policy)
-        probe = copy.deepcopy(self.observation_space)
-        probe.seed(0)
-        probe_obs, _ = self.policy.obs_to_tensor(probe.sample())
-        critic = critic_parameters(self.policy, probe_obs)
-        # Adam over the parameters the value loss reaches (sb3-contrib: over all of them, but only
-        # these ever receive a gradient), with the same learning rate and hyperparameters.
+        critic = self._setup_actor_head()
+        # Adam over the critic's parameters (sb3-contrib: over all of them, with the actor's gradients
+        # cleared first, so the same ones move), with the same learning rate and hyperparameters.
         self.policy.optimizer = make_optimizer(self.policy, [{"params": critic, "lr": self.lr_schedule(1.0)}])
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_head"]
 
     def _use_dense(self) -> bool:
         return self.solver == "dense" or (self.solver == "auto" and self._head.num_params <= DENSE_MAX_PARAMS)
-
-    def collect_rollouts(
-        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
-    ) -> bool:
-        """SB3's collection; a NaN/inf observation becomes a clear error instead of a distribution error."""
-        with nonfinite_observations_named(lambda: self._last_obs):
-            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
 
     def train(self) -> None:
         """One trust-region step of the actor, then the critic epochs."""
@@ -242,7 +206,7 @@ class FisherTRPO(OnPolicyAlgorithm):
 
         stats = self.trust_region_step(obs, actions, old_log_prob, adv)
 
-        value_loss = fit_critic(self.policy, data.observations, data.returns, self.n_critic_updates, self.batch_size)
+        value_loss = self._fit_critic(data.observations, data.returns)
         self._n_updates += 1
         ev = explained_variance(buf.values.flatten(), buf.returns.flatten())
         for key, value in stats.items():

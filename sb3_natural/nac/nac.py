@@ -1,31 +1,28 @@
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
-from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_natural.common.fisher import AnalyticFVP, EmpiricalFVP
-from sb3_natural.common.heads import ActorHead
 from sb3_natural.common.scores import empty_output, per_sample_scores
 from sb3_natural.common.solvers import compatible_least_squares, conjugate_gradient
-from sb3_natural.common.updates import apply_step, fit_critic, make_optimizer, natural_step_scale
+from sb3_natural.common.updates import apply_step, make_optimizer, natural_step_scale
 from sb3_natural.common.weighting import (
     check_at_least_one,
+    check_discount,
     check_finite_rollout,
     check_rate,
     discount_weights,
     episode_times,
-    nonfinite_observations_named,
 )
+from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
 
 SelfNAC = TypeVar("SelfNAC", bound="NAC")
 
@@ -33,7 +30,7 @@ SOLVERS = ("lstsq", "cg", "sgd")
 FISHERS = ("empirical", "analytic")
 
 
-class NAC(OnPolicyAlgorithm):
+class NAC(NaturalOnPolicyAlgorithm):
     """
     Natural Actor-Critic with compatible function approximation.
 
@@ -92,12 +89,6 @@ class NAC(OnPolicyAlgorithm):
     :param device: Device (cpu, cuda, ...) on which the code should be run
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
-
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
-        "MlpPolicy": ActorCriticPolicy,
-        "CnnPolicy": ActorCriticCnnPolicy,
-        "MultiInputPolicy": MultiInputActorCriticPolicy,
-    }
 
     def __init__(
         self,
@@ -174,8 +165,12 @@ class NAC(OnPolicyAlgorithm):
         )
         if n_critic_updates < 0:
             raise ValueError(f"n_critic_updates must be >= 0, got {n_critic_updates}")
-        if not 0.0 <= gamma <= 1.0 or not 0.0 <= gae_lambda <= 1.0:
-            raise ValueError(f"gamma and gae_lambda must be in [0, 1], got {gamma} and {gae_lambda}")
+        check_discount(gamma=gamma, gae_lambda=gae_lambda)
+        if discount_weighting and solver == "cg" and fisher == "analytic":
+            raise ValueError(
+                "discount_weighting=True with solver='cg' needs fisher='empirical' (the analytic Fisher has no "
+                "per-sample weights); or use solver='lstsq' or 'sgd'"
+            )
         check_rate("learning_rate", learning_rate)
         check_rate("critic_learning_rate", critic_learning_rate)
         check_rate("sgd_learning_rate", sgd_learning_rate)
@@ -204,9 +199,7 @@ class NAC(OnPolicyAlgorithm):
     def _setup_model(self) -> None:
         super()._setup_model()
         self.critic_lr_schedule = FloatSchedule(self.critic_learning_rate)
-        self._head = ActorHead(self.policy)
-        actor_ids = {id(p) for p in self._head.params}
-        critic_params = [p for p in self.policy.parameters() if id(p) not in actor_ids and p.requires_grad]
+        critic_params = self._setup_actor_head()
         # The policy's optimizer trains the value function only; the actor moves along w.
         self.policy.optimizer = make_optimizer(self.policy, [{"params": critic_params, "lr": self.critic_lr_schedule(1.0)}])
         self._w: th.Tensor | None = None  # warm start of the "sgd" solver (and "cg" with cg_warm_start)
@@ -214,14 +207,7 @@ class NAC(OnPolicyAlgorithm):
         self._scores_buffer: th.Tensor | None = None
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_head", "_scores_buffer"]
-
-    def collect_rollouts(
-        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
-    ) -> bool:
-        """SB3's collection; a NaN/inf observation becomes a clear error instead of a distribution error."""
-        with nonfinite_observations_named(lambda: self._last_obs):
-            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        return [*super()._excluded_save_params(), "_scores_buffer"]
 
     # ------------------------------------------------------------------ train
     def train(self) -> None:
@@ -254,7 +240,7 @@ class NAC(OnPolicyAlgorithm):
 
         w, stats = self._natural_gradient(data.observations, actions, adv, weights)
         step_info = self._actor_step(data.observations, w)
-        value_loss = fit_critic(self.policy, data.observations, data.returns, self.n_critic_updates, self.batch_size)
+        value_loss = self._fit_critic(data.observations, data.returns)
 
         self._n_updates += 1
         ev = explained_variance(buf.values.flatten(), buf.returns.flatten())

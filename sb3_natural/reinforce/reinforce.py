@@ -1,22 +1,21 @@
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_natural.common.heads import ActorHead
 from sb3_natural.common.returns import Episode, EpisodeStore, episode_weights
-from sb3_natural.common.updates import fit_critic, make_optimizer
-from sb3_natural.common.weighting import check_finite_observations, check_finite_rewards, check_rate
+from sb3_natural.common.updates import make_optimizer
+from sb3_natural.common.weighting import check_discount, check_finite_observations, check_finite_rewards, check_rate
+from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
 
 SelfREINFORCE = TypeVar("SelfREINFORCE", bound="REINFORCE")
 
@@ -24,7 +23,7 @@ BASELINES = (None, "mean", "value")
 LOSS_REDUCTIONS = ("mean", "sum")
 
 
-class REINFORCE(OnPolicyAlgorithm):
+class REINFORCE(NaturalOnPolicyAlgorithm):
     """
     REINFORCE: Monte-Carlo policy gradient on complete episodes, with an optional baseline.
 
@@ -69,12 +68,6 @@ class REINFORCE(OnPolicyAlgorithm):
     :param device: Device (cpu, cuda, ...) on which the code should be run
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
-
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
-        "MlpPolicy": ActorCriticPolicy,
-        "CnnPolicy": ActorCriticCnnPolicy,
-        "MultiInputPolicy": MultiInputActorCriticPolicy,
-    }
 
     def __init__(
         self,
@@ -134,8 +127,7 @@ class REINFORCE(OnPolicyAlgorithm):
             raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
         if loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        check_discount(gamma=gamma)
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
         if ent_coef < 0:
@@ -163,9 +155,7 @@ class REINFORCE(OnPolicyAlgorithm):
         super()._setup_model()
         self.n_steps = n_steps
         self.critic_lr_schedule = FloatSchedule(self.critic_learning_rate)
-        self._head = ActorHead(self.policy)
-        actor_ids = {id(p) for p in self._head.params}
-        critic = [p for p in self.policy.parameters() if id(p) not in actor_ids and p.requires_grad]
+        critic = self._setup_actor_head()
         # One optimizer, two groups: the actor (learning_rate) and the value head (critic_learning_rate).
         self.policy.optimizer = make_optimizer(
             self.policy,
@@ -177,7 +167,7 @@ class REINFORCE(OnPolicyAlgorithm):
         self._episodes = EpisodeStore(self.n_envs)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_head", "_episodes"]
+        return [*super()._excluded_save_params(), "_episodes"]
 
     # ------------------------------------------------------------- collection
     def collect_rollouts(
@@ -242,7 +232,10 @@ class REINFORCE(OnPolicyAlgorithm):
             bootstrap = 0.0
             if ep.truncated and self.baseline == "value" and ep.final_obs is not None:
                 final = ep.final_obs
-                final_np = {k: v[None] for k, v in final.items()} if isinstance(final, dict) else np.asarray(final)[None]
+                # np.asarray: a Dict space's Discrete entry may be a Python int (Discrete.contains(1) is True)
+                final_np = (
+                    {k: np.asarray(v)[None] for k, v in final.items()} if isinstance(final, dict) else np.asarray(final)[None]
+                )
                 with th.no_grad():
                     bootstrap = float(self.policy.predict_values(obs_as_tensor(final_np, self.device))[0, 0])
             returns.append(episode_weights(np.asarray(ep.rewards), self.gamma, self.reward_to_go, bootstrap))
@@ -293,7 +286,7 @@ class REINFORCE(OnPolicyAlgorithm):
 
         value_loss = 0.0
         if self.baseline == "value":
-            value_loss = fit_critic(self.policy, obs, returns, self.n_critic_updates, self.batch_size)
+            value_loss = self._fit_critic(obs, returns)
             with th.no_grad():
                 self.logger.record("train/explained_variance", explained_variance(b.cpu().numpy(), returns.cpu().numpy()))
         self._n_updates += 1
