@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
@@ -20,8 +20,11 @@ from sb3_natural.common.chain_rule import (
     resolve_transform,
     transform_action_gradient,
 )
-from sb3_natural.common.weighting import check_finite_observations, check_finite_rewards
-from sb3_natural.deterministic.policies import CnnChainPolicy, MlpPolicy, MultiInputChainPolicy
+from sb3_natural.common.weighting import check_finite_observations, check_finite_rewards, check_terminal_observations
+from sb3_natural.deterministic.policies import ACTOR_OUTPUTS, CnnChainPolicy, MlpPolicy, MultiInputChainPolicy
+from sb3_natural.saving import ClearLoadErrorsMixin
+
+SelfDDPG = TypeVar("SelfDDPG", bound="DDPG")
 
 if TYPE_CHECKING:
     _MixinBase = SB3TD3
@@ -29,7 +32,7 @@ else:
     _MixinBase = object
 
 
-class _ChainRuleActorMixin(_MixinBase):
+class _ChainRuleActorMixin(ClearLoadErrorsMixin, _MixinBase):
     """Replaces SB3's TD3 ``train()``: same critic update, actor update by the explicit chain rule.
 
     Actor step (Silver et al. 2014, Eq. 7): ``a = mu(s)``; ``g = grad_a Q1(s, a)`` (one critic backward
@@ -53,6 +56,8 @@ class _ChainRuleActorMixin(_MixinBase):
         actor_output: str = "tanh",
         **kwargs: Any,
     ) -> None:
+        if actor_output not in ACTOR_OUTPUTS:
+            raise ValueError(f"actor_output must be one of {ACTOR_OUTPUTS}, got {actor_output!r}")
         self._transform = resolve_transform(action_grad_transform)
         self.action_grad_transform = action_grad_transform
         self.actor_output = actor_output
@@ -65,9 +70,20 @@ class _ChainRuleActorMixin(_MixinBase):
         return excluded
 
     def _setup_model(self) -> None:
-        kwargs: dict[str, Any] = dict(self.policy_kwargs)
-        self.policy_kwargs = {**kwargs, "actor_output": self.actor_output}
-        super()._setup_model()
+        # actor_output reaches the policy for its construction only: the stored policy_kwargs stay the
+        # user's, so that load(path, policy_kwargs=<the ones the model was built with>) is accepted.
+        user_kwargs: dict[str, Any] = self.policy_kwargs
+        given = user_kwargs.get("actor_output", self.actor_output)
+        if given != self.actor_output:
+            raise ValueError(
+                f"policy_kwargs['actor_output']={given!r} contradicts actor_output={self.actor_output!r}; "
+                "pass actor_output to the algorithm only"
+            )
+        self.policy_kwargs = {**user_kwargs, "actor_output": self.actor_output}
+        try:
+            super()._setup_model()
+        finally:
+            self.policy_kwargs = user_kwargs
         if not hasattr(self, "_transform"):
             self._transform = resolve_transform(getattr(self, "action_grad_transform", None))
 
@@ -83,6 +99,7 @@ class _ChainRuleActorMixin(_MixinBase):
         # A NaN/inf that reaches the replay buffer poisons every later critic target: stop at the source.
         check_finite_rewards(np.asarray(reward))
         check_finite_observations(new_obs)  # after step 1, self._last_obs is the checked new_obs
+        check_terminal_observations(infos, dones, truncated_only=False)  # stored as next_obs of a finished episode
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
 
     def _setup_learn(self, *args: Any, **kwargs: Any) -> Any:
@@ -162,3 +179,11 @@ class TD3(_ChainRuleActorMixin, SB3TD3):
 
 class DDPG(_ChainRuleActorMixin, SB3DDPG):
     __doc__ = (SB3DDPG.__doc__ or "") + _EXTRA_DOC
+
+    @classmethod
+    def load(cls: type[SelfDDPG], path: Any, *args: Any, **kwargs: Any) -> SelfDDPG:
+        # SB3's DDPG adds n_critics=1 to the stored policy_kwargs, so SB3 rejects the policy_kwargs a
+        # model was built with (``DDPG.load(p, policy_kwargs=dict(net_arch=[32]))``); add the same default.
+        if kwargs.get("policy_kwargs") is not None:
+            kwargs["policy_kwargs"] = {"n_critics": 1, **kwargs["policy_kwargs"]}
+        return super().load(path, *args, **kwargs)
