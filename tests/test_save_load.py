@@ -1,0 +1,35 @@
+"""save/load over every class and option (``MODEL_LIST``): loaded with the kwargs it was built with, the
+model has the same parameters, acts the same inside the action space, and trains on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+from model_list import MODEL_LIST, ModelCase
+
+
+@pytest.mark.parametrize("case", MODEL_LIST, ids=[c.id for c in MODEL_LIST])
+def test_save_load_round_trip_with_build_kwargs(case: ModelCase, tmp_path):
+    model = case.build()
+    model.learn(case.steps)
+    n_updates = model._n_updates
+    assert n_updates >= 1
+    env = model.get_env()
+    obs = env.reset()
+    actions, _ = model.predict(obs, deterministic=True)
+    model.save(tmp_path / "model")
+
+    loaded = case.cls.load(tmp_path / "model", env=env, device="cpu", policy_kwargs=case.build().policy_kwargs)
+    for (name, a), (name_b, b) in zip(model.policy.state_dict().items(), loaded.policy.state_dict().items(), strict=True):
+        assert name == name_b and th.equal(a, b), name
+    for key, value in case.kwargs.items():
+        assert getattr(loaded, key) == value, key
+    loaded_actions, _ = loaded.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(loaded_actions, actions)
+    space = loaded.action_space
+    assert all(space.contains(np.asarray(a, dtype=space.dtype)) for a in loaded_actions)
+
+    loaded.learn(case.steps, reset_num_timesteps=False)
+    assert loaded._n_updates > n_updates
+    assert all(th.isfinite(p).all() for p in loaded.policy.parameters())
