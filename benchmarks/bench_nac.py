@@ -22,7 +22,7 @@ def run_seed(env_id: str, seed: int) -> dict:
     from stable_baselines3.common.evaluation import evaluate_policy
 
     from sb3_natural import NAC
-    from sb3_natural.demo import load_zoo_entry
+    from sb3_natural.configs import load_zoo_entry
 
     th.set_num_threads(1)
     hp = load_zoo_entry("nac", env_id)

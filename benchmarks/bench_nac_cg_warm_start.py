@@ -26,7 +26,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_natural import NAC
-from sb3_natural.zoo import zoo_config_dir
+from sb3_natural.configs import zoo_config_dir
 
 ENV = "HalfCheetah-v5"
 NOT_ALGO_KWARGS = {"normalize", "n_envs", "n_timesteps", "policy"}

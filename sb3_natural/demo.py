@@ -1,6 +1,15 @@
 """`make demo`: train NAC on CartPole-v1 with its zoo config, evaluate it, plot the learning curve.
 
 python -m sb3_natural.demo [--timesteps N] [--seed S] [--out DIR]
+
+The default seed is 1 because the curve must start where an untrained policy stands. SB3 initializes
+the action head with a small gain, so an untrained policy's deterministic action (the argmax of
+nearly equal logits) is a fixed linear rule of the state, and for some initializations that rule
+happens to balance the pole: with seed 0 the untrained NAC policy already scores 375 +/- 191 over
+10 deterministic evaluation episodes (500 on some), so a curve from seed 0 starts near the top and
+shows no learning. With seed 1 it scores 9.5 +/- 0.7 (pole down in ~10 steps), as do most seeds
+(seeds 0-9: 375, 9.5, 8.9, 133, 9.4, 8.8, 25, 9.2, 179, 71). Evaluation uses its own env, seeded
+apart from the training env, and 10 episodes per point.
 """
 
 from __future__ import annotations
@@ -12,31 +21,19 @@ from typing import Any
 
 import numpy as np
 import torch as th
-import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_natural import NAC
-
-ZOO_CONFIGS = Path(__file__).resolve().parents[1] / "zoo_configs"
-
-
-def load_zoo_entry(algo: str, env_id: str, config_dir: Path = ZOO_CONFIGS) -> dict[str, Any]:
-    """The hyperparameters of ``env_id`` in ``zoo_configs/<algo>.yml`` (rl-zoo3 format)."""
-    path = config_dir / f"{algo}.yml"
-    with open(path) as f:
-        entries = yaml.safe_load(f)
-    if env_id not in entries:
-        raise KeyError(f"{path} has no entry for {env_id!r}; entries: {sorted(entries)}")
-    return dict(entries[env_id])
+from sb3_natural.configs import load_zoo_entry
 
 
 class EvalCurve(BaseCallback):
     """Deterministic evaluation every ``eval_freq`` steps on a separately seeded env, and the
     returns of the training episodes (stochastic policy, from the Monitor wrapper)."""
 
-    def __init__(self, eval_env: Any, eval_freq: int, n_eval_episodes: int = 5) -> None:
+    def __init__(self, eval_env: Any, eval_freq: int, n_eval_episodes: int = 10) -> None:
         super().__init__()
         self.eval_env, self.eval_freq, self.n_eval_episodes = eval_env, eval_freq, n_eval_episodes
         self.steps: list[int] = []
@@ -58,23 +55,33 @@ class EvalCurve(BaseCallback):
         return True
 
 
+ENV_ID = "CartPole-v1"
+DEFAULT_SEED = 1  # see the module docstring: the untrained policy of seed 1 fails (9.5 of 500)
+
+
+def build(seed: int = DEFAULT_SEED) -> tuple[NAC, Any, int]:
+    """The untrained NAC model from ``nac.yml``'s CartPole-v1 entry, its evaluation env (seeded
+    ``seed + 1000``, apart from the training env) and the entry's ``n_timesteps``."""
+    hp = load_zoo_entry("nac", ENV_ID)
+    n_timesteps = int(hp.pop("n_timesteps"))
+    n_envs = int(hp.pop("n_envs", 1))
+    policy = hp.pop("policy", "MlpPolicy")
+    env = make_vec_env(ENV_ID, n_envs=n_envs, seed=seed)
+    eval_env = make_vec_env(ENV_ID, n_envs=1, seed=seed + 1000)
+    return NAC(policy, env, seed=seed, device="cpu", **hp), eval_env, n_timesteps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timesteps", type=int, default=None, help="default: the zoo config's n_timesteps")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="default 1: see the module docstring")
     parser.add_argument("--out", default="demo_output")
     args = parser.parse_args()
     th.set_num_threads(1)
 
-    env_id = "CartPole-v1"
-    hp = load_zoo_entry("nac", env_id)
-    n_timesteps = int(args.timesteps or hp.pop("n_timesteps"))
-    hp.pop("n_timesteps", None)
-    n_envs = int(hp.pop("n_envs", 1))
-    policy = hp.pop("policy", "MlpPolicy")
-    env = make_vec_env(env_id, n_envs=n_envs, seed=args.seed)
-    eval_env = make_vec_env(env_id, n_envs=1, seed=args.seed + 1000)
-    model = NAC(policy, env, seed=args.seed, device="cpu", **hp)
+    env_id = ENV_ID
+    model, eval_env, zoo_timesteps = build(args.seed)
+    n_timesteps = int(args.timesteps or zoo_timesteps)
     curve = EvalCurve(eval_env, eval_freq=max(n_timesteps // 10, 1))
     print(f"Training NAC on {env_id} for {n_timesteps} steps (zoo_configs/nac.yml, seed {args.seed}) ...", flush=True)
     t0 = time.perf_counter()
@@ -98,7 +105,7 @@ def main() -> None:
         r = np.array(curve.train_returns)
         rolling = np.convolve(r, np.ones(window) / window, mode="valid") if len(r) >= window else r
         ax.plot(curve.train_steps[len(r) - len(rolling) :], rolling, label="training episodes (stochastic, mean of 20)")
-    ax.plot(curve.steps, curve.means, marker="o", label="evaluation (deterministic, 5 episodes; first point: untrained)")
+    ax.plot(curve.steps, curve.means, marker="o", label="evaluation (deterministic, 10 episodes; first point: untrained)")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("return")
     ax.legend(fontsize=8, loc="lower right")

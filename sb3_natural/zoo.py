@@ -3,18 +3,18 @@
 rl-zoo3 has no plugin mechanism: its ``ALGOS``, ``HYPERPARAMS_SAMPLER`` and
 ``HYPERPARAMS_CONVERTER`` dicts are module-level, and ``train``/``enjoy`` read them at call
 time. :func:`register` adds our keys to them; :func:`with_default_config` adds
-``--conf-file zoo_configs/<key>.yml`` for our keys when the user gave none.
+``--conf-file <zoo configs>/<key>.yml`` for our keys when the user gave none (found by
+:func:`sb3_natural.configs.zoo_config_dir`: installed with the package, or the checkout's).
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from sb3_natural.configs import zoo_config_file
 from sb3_natural.deterministic import DDPG, TD3
 from sb3_natural.fisher_trpo import FisherTRPO
 from sb3_natural.nac import NAC
@@ -37,15 +37,6 @@ _NET_ARCH = {
     "medium": {"pi": [256, 256], "vf": [256, 256]},
 }
 _ACTIVATION = {"tanh": nn.Tanh, "relu": nn.ReLU}
-
-
-def zoo_config_dir() -> Path:
-    """``zoo_configs/`` of this checkout (or ``$SB3_NATURAL_ZOO_CONFIGS``, or ./zoo_configs)."""
-    env = os.environ.get("SB3_NATURAL_ZOO_CONFIGS")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parents[1] / "zoo_configs"
-    return here if here.is_dir() else Path.cwd() / "zoo_configs"
 
 
 def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
@@ -208,16 +199,17 @@ def _flag_value(argv: list[str], *names: str) -> str | None:
 
 
 def with_default_config(argv: list[str]) -> list[str]:
-    """Add ``--conf-file zoo_configs/<algo>.yml`` for our keys, and check the algorithm key."""
+    """Add ``--conf-file <zoo configs>/<algo>.yml`` for our keys, and check the algorithm key."""
     from rl_zoo3 import utils
 
     algo = _flag_value(argv, "--algo") or "ppo"
     if algo not in utils.ALGOS:
         raise SystemExit(f"error: unknown algorithm {algo!r}; available: {', '.join(sorted(utils.ALGOS))}")
     if algo in ZOO_ALGOS and _flag_value(argv, "--conf-file", "-conf") is None:
-        config = zoo_config_dir() / f"{algo}.yml"
-        if not config.is_file():
-            raise SystemExit(f"error: no zoo config for {algo!r} at {config}; pass --conf-file")
+        try:
+            config = zoo_config_file(algo)
+        except FileNotFoundError as err:
+            raise SystemExit(f"error: {err}") from err
         argv = [*argv, "--conf-file", str(config)]
     return argv
 

@@ -61,6 +61,19 @@ def test_demo_writes_score_and_curve(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = (tmp_path / "nac_cartpole_learning_curve.csv").read_text().strip().splitlines()
     assert len(rows) >= 3  # header + at least two evaluation points
+    # the curve's first point is the untrained policy, which fails at the default seed
+    assert float(rows[1].split(",")[1]) < 50.0
+
+
+def test_demo_default_seed_starts_from_a_failing_untrained_policy():
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from sb3_natural.demo import build
+
+    model, eval_env, n_timesteps = build()
+    mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=10, deterministic=True)
+    assert mean < 50.0  # CartPole's maximum is 500: a curve from here shows the learning
+    assert n_timesteps == 100_000
 
 
 def test_reinforce_cartpole_example():

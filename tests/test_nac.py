@@ -210,7 +210,7 @@ def test_invalid_arguments(kwargs, match):
 
 
 def test_learns_cartpole_quickly():
-    from sb3_natural.demo import load_zoo_entry
+    from sb3_natural.configs import load_zoo_entry
 
     hp = load_zoo_entry("nac", "CartPole-v1")
     for key in ("n_timesteps", "n_envs", "policy"):

@@ -125,7 +125,7 @@ def test_every_zoo_config_builds_a_model():
     import yaml
     from rl_zoo3.utils import linear_schedule  # noqa: F401  (schedules are strings rl-zoo3 converts)
 
-    from sb3_natural.zoo import zoo_config_dir
+    from sb3_natural.configs import zoo_config_dir
 
     known_zoo_keys = {
         "n_envs",
@@ -195,7 +195,7 @@ def test_every_env_entry_states_what_was_measured():
     """Each env entry's comment gives the budget it was measured at (e.g. "300k steps"), or says "not benchmarked yet"."""
     import re
 
-    from sb3_natural.zoo import zoo_config_dir
+    from sb3_natural.configs import zoo_config_dir
 
     measured = re.compile(r"\b\d+(\.\d+)?[kM]\b|\d+ steps|not benchmarked yet")
     missing = []
