@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Wheel smoke test: build the wheel, install it (not editable) with the zoo extra into a fresh venv,
+# and from a directory outside the checkout run every entry point. Fails if any of them fails.
+# Usage: bash .ci/wheel_smoke.sh [PYTHON]   (PYTHON builds the wheel; default .venv/bin/python)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+build_python=${1:-.venv/bin/python}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$build_python" -m build --wheel --outdir "$work/dist" . > "$work/build.log" 2>&1 || { tail -30 "$work/build.log"; exit 1; }
+wheel=$(ls "$work"/dist/sb3_natural-*.whl)
+echo "built $(basename "$wheel")"
+python3 -m venv "$work/venv"
+pip_install() { "$work/venv/bin/python" -m pip install -q -c "$root/constraints.txt" "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
+pip_install "torch==2.13.0"
+pip_install "${wheel}[zoo]"
+"$work/venv/bin/python" -c "import sb3_natural" || { echo "the wheel did not install"; exit 1; }
+
+mkdir "$work/elsewhere"
+cd "$work/elsewhere"
+export PATH="$work/venv/bin:$PATH"
+run() { echo "+ $*"; "$@" > "$work/last.log" 2>&1 || { tail -40 "$work/last.log"; echo "FAILED: $*"; exit 1; }; }
+# Every zoo key, train 2k steps then enjoy, on an env its config has.
+for pair in nac:CartPole-v1 fisher_trpo:CartPole-v1 reinforce:CartPole-v1 td3_ig:Pendulum-v1 td3_ig_tanh:Pendulum-v1 ddpg_ig:Pendulum-v1; do
+    algo=${pair%%:*}
+    env_id=${pair#*:}
+    run sb3-natural-train --algo "$algo" --env "$env_id" -n 2000 -f logs --seed 0 --eval-freq -1
+    run sb3-natural-enjoy --algo "$algo" --env "$env_id" -f logs -n 300 --no-render
+done
+run python -m sb3_natural.demo --help
+run python -m sb3_natural.demo --timesteps 2048 --out demo_out
+test -s demo_out/nac_cartpole_learning_curve.png || { echo "FAILED: the demo wrote no PNG"; exit 1; }
+run python -m sb3_natural.benchmark --help
+run python -c "from sb3_natural.configs import zoo_config_dir; d = zoo_config_dir(); assert 'site-packages' in str(d), d; print(d)"
+cat "$work/last.log"
+echo "wheel smoke test passed"
