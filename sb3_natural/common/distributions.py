@@ -8,15 +8,15 @@ and nothing is stored. SB3's ``Distribution`` objects are stateful
 
 Layout of ``z`` per distribution (``d`` = ``OutputDistribution.out_dim``):
 
-===================  ==============================================  ====================
-kind                 z                                               SB3 class
-===================  ==============================================  ====================
-``categorical``      logits ``l`` (n)                                CategoricalDistribution
-``multi_categorical`` concatenated logits, one block per sub-action   MultiCategoricalDistribution
-``bernoulli``        logits (k)                                      BernoulliDistribution
-``diag_gaussian``    ``[mean (k), log_std (k)]`` per sample          DiagGaussianDistribution,
-                                                                     StateDependentNoiseDistribution
-===================  ==============================================  ====================
+=====================  ==============================================  ===============================
+kind                   z                                               SB3 class
+=====================  ==============================================  ===============================
+``categorical``        logits ``l`` (n)                                CategoricalDistribution
+``multi_categorical``  concatenated logits, one block per sub-action   MultiCategoricalDistribution
+``bernoulli``          logits (k)                                      BernoulliDistribution
+``diag_gaussian``      ``[mean (k), log_std (k)]`` per sample          DiagGaussianDistribution,
+                                                                       StateDependentNoiseDistribution
+=====================  ==============================================  ===============================
 
 For the state-independent ``log_std`` of ``DiagGaussianDistribution`` the head
 broadcasts the single parameter to every sample; the vector-Jacobian product then

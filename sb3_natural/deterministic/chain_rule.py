@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -173,12 +174,17 @@ _EXTRA_DOC = """
 """
 
 
+def _docstring(sb3_class: type) -> str:
+    """SB3's class docstring (its ``:ref:`` roles point into SB3's own site: made literal) plus ours."""
+    return re.sub(r":ref:`([^`]*)`", r"``\1``", sb3_class.__doc__ or "") + _EXTRA_DOC
+
+
 class TD3(_ChainRuleActorMixin, SB3TD3):
-    __doc__ = (SB3TD3.__doc__ or "") + _EXTRA_DOC
+    __doc__ = _docstring(SB3TD3)
 
 
 class DDPG(_ChainRuleActorMixin, SB3DDPG):
-    __doc__ = (SB3DDPG.__doc__ or "") + _EXTRA_DOC
+    __doc__ = _docstring(SB3DDPG)
 
     @classmethod
     def load(cls: type[SelfDDPG], path: Any, *args: Any, **kwargs: Any) -> SelfDDPG:
