@@ -27,7 +27,9 @@ Batches are processed ``chunk_size`` samples at a time so that the memory beyond
 from __future__ import annotations
 
 import mmap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -162,10 +164,11 @@ def _loop_grads(head: ActorHead, obs: Obs, fn: PerSampleFn, extra: tuple[th.Tens
 
 
 # ----------------------------------------------------------------------- vmap
-def _vmap_grads(
+def per_sample_param_grads(
     head: ActorHead, names: list[str], obs: Obs, fn: PerSampleFn, extra: tuple[th.Tensor, ...]
 ) -> dict[str, th.Tensor]:
-    """Per-sample gradients of ``fn`` w.r.t. the parameters ``names`` (keys of ``param_dict``)."""
+    """Per-sample gradients of ``fn`` w.r.t. the parameters ``names`` (keys of ``param_dict``), by
+    ``torch.func.vmap(grad(...))``: ``{name: [N, *shape]}``."""
     sub = {k: v.detach() for k, v in head.param_dict().items() if k in names}
     pre = head.preprocess(obs)
 
@@ -180,7 +183,7 @@ def _vmap_grads(
 
 def _vmap_all(head: ActorHead, obs: Obs, fn: PerSampleFn, extra: tuple[th.Tensor, ...], out: th.Tensor) -> None:
     keys = list(head.param_dict().keys())
-    grads = _vmap_grads(head, keys, obs, fn, extra)
+    grads = per_sample_param_grads(head, keys, obs, fn, extra)
     n = out.shape[0]
     for key, off, m in zip(keys, head.offsets, head.numels, strict=True):
         out[:, off : off + m] = grads[key].reshape(n, m)
@@ -194,33 +197,75 @@ def _conv_supported(m: nn.Conv2d) -> bool:
     return m.groups == 1 and m.padding_mode == "zeros" and not isinstance(m.padding, str)
 
 
-def _layerwise_grads(head: ActorHead, obs: Obs, fn: PerSampleFn, extra: tuple[th.Tensor, ...], out: th.Tensor) -> None:
-    n = out.shape[0]
-    index = {id(p): i for i, p in enumerate(head.params)}
-    # Which actor parameters belong to a hookable layer.
-    layers: list[nn.Module] = []
-    covered: set[int] = set()
-    for m in head.policy.modules():
+@dataclass(frozen=True)
+class Layer:
+    """A ``nn.Linear`` or ``nn.Conv2d`` whose weight is among ``params`` (indices into that list)."""
+
+    module: nn.Module
+    weight_index: int
+    bias_index: int | None
+
+
+def hookable_layers(root: nn.Module, params: Sequence[th.Tensor]) -> list[Layer]:
+    """The Linear/Conv2d layers under ``root`` whose weight is one of ``params``.
+
+    Convolutions with groups, non-zero padding modes or string padding are left out (the callers
+    treat their parameters like any other, through ``torch.func``).
+    """
+    index = {id(p): i for i, p in enumerate(params)}
+    layers: list[Layer] = []
+    for m in root.modules():
         if isinstance(m, nn.Conv2d) and not _conv_supported(m):
             continue
         if isinstance(m, _LAYER_TYPES) and id(m.weight) in index:
-            layers.append(m)
-            covered.add(index[id(m.weight)])
-            if m.bias is not None and id(m.bias) in index:
-                covered.add(index[id(m.bias)])
+            bias = m.bias
+            bi = index.get(id(bias)) if bias is not None else None
+            layers.append(Layer(m, index[id(m.weight)], bi))
+    return layers
 
-    records: list[tuple[nn.Module, th.Tensor, th.Tensor]] = []
+
+@dataclass
+class LayerRecord:
+    """One call of a hooked layer: its input (detached) and its output (with graph)."""
+
+    layer: Layer
+    inputs: th.Tensor
+    output: th.Tensor
+
+
+@contextmanager
+def record_layers(layers: list[Layer]) -> Iterator[list[LayerRecord]]:
+    """Forward hooks on ``layers`` for the duration of the block; yields the records, in call order.
+
+    The one pass that per-sample scores (Goodfellow 2015) and K-FAC's factors (Martens & Grosse 2015)
+    both need: every layer's input ``a`` and output ``y``, from which ``dlogp/dW = g a^T`` and the
+    factors ``E[a a^T]``, ``E[g g^T]`` follow once ``g = d(.)/dy`` is backpropagated.
+    """
+    records: list[LayerRecord] = []
+    by_module = {id(layer.module): layer for layer in layers}
 
     def hook(module: nn.Module, inputs: tuple[th.Tensor, ...], output: th.Tensor) -> None:
-        records.append((module, inputs[0].detach(), output))
+        records.append(LayerRecord(by_module[id(module)], inputs[0].detach(), output))
 
-    handles = [m.register_forward_hook(hook) for m in layers]
+    handles = [layer.module.register_forward_hook(hook) for layer in layers]
     try:
-        with th.enable_grad():
-            z = head(obs)
+        yield records
     finally:
         for h in handles:
             h.remove()
+
+
+def _layerwise_grads(head: ActorHead, obs: Obs, fn: PerSampleFn, extra: tuple[th.Tensor, ...], out: th.Tensor) -> None:
+    n = out.shape[0]
+    layers = hookable_layers(head.policy, head.params)
+    covered: set[int] = set()
+    for layer in layers:
+        covered.add(layer.weight_index)
+        if layer.bias_index is not None:
+            covered.add(layer.bias_index)
+
+    with th.enable_grad(), record_layers(layers) as records:
+        z = head(obs)
 
     # g_z[i] = d fn_i / d z_i (row i depends on sample i only), e.g. d log pi(a_i | z_i) / d z_i.
     with th.enable_grad():
@@ -250,13 +295,13 @@ def _layerwise_grads(head: ActorHead, obs: Obs, fn: PerSampleFn, extra: tuple[th
             written.add(i)
 
     if records:
-        outputs = [r[2] for r in records]
+        outputs = [r.output for r in records]
         out_grads = th.autograd.grad(z, outputs, grad_outputs=g_z, allow_unused=True, retain_graph=True)
-        for (module, x, _), g in zip(records, out_grads, strict=True):
+        for record, g in zip(records, out_grads, strict=True):
             if g is None:
                 continue
-            wi = index[id(module.weight)]
-            bi = index.get(id(module.bias)) if module.bias is not None else None
+            module, x = record.layer.module, record.inputs
+            wi, bi = record.layer.weight_index, record.layer.bias_index
             if isinstance(module, nn.Linear):
                 # Per-sample dlogp/dW = g_i x_i^T (summed over any extra middle dims).
                 if x.dim() == 2:
@@ -285,7 +330,7 @@ def _layerwise_grads(head: ActorHead, obs: Obs, fn: PerSampleFn, extra: tuple[th
     rest = [i for i in range(len(head.params)) if i not in covered]
     if rest:
         keys = ["policy." + head.names[i] for i in rest]
-        grads = _vmap_grads(head, keys, obs, fn, extra)
+        grads = per_sample_param_grads(head, keys, obs, fn, extra)
         for i, key in zip(rest, keys, strict=True):
             write(i, grads[key])
     for i in range(len(head.params)):
