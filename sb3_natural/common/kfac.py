@@ -1,0 +1,485 @@
+"""K-FAC: Kronecker-factored curvature of an SB3 actor (the policy's Fisher) or value head (Gauss-Newton).
+
+Notation (batch-first): N samples; for a layer ``y = W a (+ b)``, ``a`` its input (with a 1 appended when
+it has a bias, so that ``[W | b]`` is one matrix), ``g`` a gradient at its output ``y``.
+
+Linear layers (Martens & Grosse 2015, "Optimizing Neural Networks with Kronecker-factored Approximate
+Curvature", Eq. 1 and section 3): the Fisher block of ``vec([W | b])`` is ``E[(a a^T) (x) (g g^T)]``,
+approximated by ``A (x) S`` with::
+
+    A = (1/N) sum_i a_i a_i^T                                   (input factor)
+    S = (1/N) sum_i E_{a ~ pi}[g_i g_i^T]                       (output factor)
+
+Convolutions (Grosse & Martens 2016, "A Kronecker-factored approximate Fisher matrix for convolution
+layers", KFC, Eq. 24-25): with ``a_{i,t}`` the unfolded input patch and ``g_{i,t}`` the output gradient at
+spatial position t of T::
+
+    A = (1/N) sum_i sum_t a_{i,t} a_{i,t}^T,   S = (1/N) sum_i (1/T) sum_t E[g_{i,t} g_{i,t}^T]
+
+(the spatially uncorrelated, homogeneous approximation; exact when T = 1 and the state is one).
+
+Two output factors ``mode``:
+
+* ``"exact"``: the expectation over actions in closed form. With the output Fisher ``M(z_i) = R_i^T R_i``
+  (:meth:`~sb3_natural.common.distributions.OutputDistribution.fisher_factor`, rows ``r_{i,k}``),
+  ``E_a[g g^T] = J_y^T M J_y = sum_k (J_y^T r_{i,k}) (J_y^T r_{i,k})^T``: the rows of R are
+  backpropagated to every layer output in ONE batched backward pass (``is_grads_batched``).
+* ``"sample"``: one action ``a_i ~ pi(.|s_i)`` per state and ``g_i = d log pi(a_i|s_i) / dy_i`` (ACKTR's
+  choice, Wu et al. 2017); an unbiased estimate of the exact factor.
+
+For the value head (ACKTR's critic) the loss ``(1/2)(v - target)^2`` has the Gauss-Newton matrix of a unit
+Gaussian output: ``M = 1``, ``R = [1]`` (``"exact"``), or ``g = eps``, ``eps ~ N(0, 1)`` (``"sample"``).
+
+Parameters K-FAC does not factor (the shared Gaussian ``log_std``, gSDE's ``log_std``, a LayerNorm, any
+non-Linear/Conv2d module) get their exact dense Fisher block ``(1/N) sum_i J_i^T M_i J_i`` restricted to
+the parameter; for the shared ``log_std`` of a DiagGaussian that is ``2 I`` (DESIGN.md section 3).
+
+The curvature is block diagonal over these blocks. Factors are running averages
+``A <- decay A + (1 - decay) A_batch`` (the first update takes the batch's). Inverses come from
+eigendecompositions ``A = Q_A diag(l_A) Q_A^T`` refreshed every ``inverse_update_freq`` updates, and the
+damped product is, for ``G = [dW | db]``::
+
+    damping_mode="pi":    ((A + pi sqrt(lambda) I) (x) (S + sqrt(lambda)/pi I))^{-1} vec(G),
+                          pi = sqrt((tr(A) / dim A) / (tr(S) / dim S))   (Martens & Grosse 2015, Sec. 6.3)
+    damping_mode="exact": (A (x) S + lambda I)^{-1} vec(G)  (exact Tikhonov, elementwise in the eigenbasis)
+
+both ``Q_S [(Q_S^T G Q_A) / D] Q_A^T`` with ``D[j, k] = (l_S[j] + beta)(l_A[k] + alpha)`` or
+``l_S[j] l_A[k] + lambda``. Dense blocks use ``(F_block + lambda I)^{-1}``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch as th
+import torch.nn.functional as F
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
+from torch import nn
+
+from sb3_natural.common.distributions import KLConvention
+from sb3_natural.common.heads import ActorHead, Obs
+from sb3_natural.common.scores import Layer, hookable_layers, per_sample_param_grads, record_layers
+
+KFACMode = Literal["exact", "sample"]
+DampingMode = Literal["pi", "exact"]
+KFAC_MODES: tuple[str, ...] = ("exact", "sample")
+DAMPING_MODES: tuple[str, ...] = ("pi", "exact")
+
+
+# ------------------------------------------------------------------ pure factor functions
+def input_factor(layer: nn.Module, x: th.Tensor, with_bias: bool) -> th.Tensor:
+    """``A = (1/N) sum_i sum_t a_{i,t} a_{i,t}^T`` of a Linear or Conv2d input ``x`` (``[N, ...]``).
+
+    Linear: ``a`` is the last dimension (extra middle dimensions are positions t); Conv2d: the unfolded
+    patches (KFC). A 1 is appended to ``a`` when ``with_bias``.
+    """
+    n = x.shape[0]
+    if isinstance(layer, nn.Conv2d):
+        padding = layer.padding
+        assert not isinstance(padding, str)
+        cols = F.unfold(x, layer.kernel_size, layer.dilation, padding, layer.stride)  # [N, C*kh*kw, T]
+        a = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    else:
+        a = x.reshape(-1, x.shape[-1])
+    if with_bias:
+        a = th.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
+    return a.T @ a / n
+
+
+def output_factor(g: th.Tensor) -> th.Tensor:
+    """``S = (1/N) sum_i (1/T) sum_t sum_k g_{k,i,t} g_{k,i,t}^T`` from output gradients ``g``.
+
+    ``g`` is ``[K, N, out]`` (Linear), ``[K, N, ..., out]`` (Linear with positions) or ``[K, N, out, H, W]``
+    (Conv2d); K indexes the rows of M's factor (``"exact"``) or is 1 (``"sample"``).
+    """
+    n = g.shape[1]
+    if g.dim() == 5:  # conv: [K, N, O, H, W] -> positions last
+        g = g.flatten(3).transpose(2, 3)  # [K, N, T, O]
+    t = g[0, 0].numel() // g.shape[-1]
+    flat = g.reshape(-1, g.shape[-1])
+    return flat.T @ flat / (n * t)
+
+
+def kron_matvec(a: th.Tensor, s: th.Tensor, v: th.Tensor) -> th.Tensor:
+    """``(A (x) S) vec(V)`` as the matrix ``S V A`` (V is ``[out, in]``, A symmetric)."""
+    return s @ v @ a
+
+
+def pi_damping(a: th.Tensor, s: th.Tensor, damping: float) -> tuple[float, float]:
+    """Factored Tikhonov damping (Martens & Grosse 2015, Sec. 6.3): ``(alpha, beta) = (pi sqrt(lambda),
+    sqrt(lambda) / pi)`` with ``pi = sqrt((tr(A)/dim A) / (tr(S)/dim S))`` (pi = 1 when a trace is 0)."""
+    ta, ts = float(th.trace(a)) / a.shape[0], float(th.trace(s)) / s.shape[0]
+    pi = math.sqrt(ta / ts) if ta > 0 and ts > 0 else 1.0
+    root = math.sqrt(damping)
+    return pi * root, root / pi
+
+
+# ------------------------------------------------------------------ curvature targets
+@dataclass
+class _Target:
+    """What K-FAC is computed for: parameters, the layers among them, the output and its M factor."""
+
+    params: list[nn.Parameter]
+    layers: list[Layer]
+    forward: Callable[[Obs], th.Tensor]  # obs -> y [N, d] with graph (layer hooks fire inside)
+    factor: Callable[[th.Tensor], th.Tensor]  # y -> R [N, r, d] with M = R^T R (rows backpropagated)
+    sample_grad: Callable[[th.Tensor, th.Generator | None], th.Tensor]  # y -> [N, d] sampled g_y
+    dense_block: Callable[[Obs, th.Tensor, int], th.Tensor]  # (obs, y, param index) -> exact block
+
+
+def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
+    dist = head.dist
+    scale = dist.kl_scale(kl_convention)
+    direct = list(head.direct_slices.values())
+    direct_index = {head.names.index(name): sl for name, sl in head.direct_slices.items()}
+
+    def factor(z: th.Tensor) -> th.Tensor:
+        r = dist.fisher_factor(z.detach()) * math.sqrt(scale)
+        for sl in direct:  # columns no layer output reaches: their rows carry nothing to backpropagate
+            r[:, :, sl] = 0.0
+        keep = r.abs().sum(dim=(0, 2)) > 0
+        return r[:, keep] if bool(keep.any()) else r[:, :1]
+
+    def sample_grad(z: th.Tensor, generator: th.Generator | None) -> th.Tensor:
+        with th.no_grad():
+            actions = dist.sample(z.detach(), generator=generator)
+        with th.enable_grad():
+            z_leaf = z.detach().requires_grad_(True)
+            (g,) = th.autograd.grad(dist.log_prob(z_leaf, actions).sum(), z_leaf)
+        return g
+
+    def dense_block(obs: Obs, z: th.Tensor, i: int) -> th.Tensor:
+        r = dist.fisher_factor(z.detach()) * math.sqrt(scale)  # [N, d, d]
+        n = r.shape[0]
+        if i in direct_index:  # the shared log_std: z's columns sl are the parameter itself
+            rs = r[:, :, direct_index[i]]  # [N, d, k]
+            return th.einsum("nrk,nrl->kl", rs, rs) / n
+        key = "policy." + head.names[i]
+        block = z.new_zeros(head.numels[i], head.numels[i])
+        for k in range(r.shape[1]):
+            rows = per_sample_param_grads(head, [key], obs, lambda zz, rk: (zz * rk).sum(dim=1), (r[:, k, :],))[key].reshape(
+                n, -1
+            )
+            block += rows.T @ rows / n
+        return block
+
+    return _Target(
+        params=list(head.params),
+        layers=hookable_layers(head.policy, head.params),
+        forward=head,
+        factor=factor,
+        sample_grad=sample_grad,
+        dense_block=dense_block,
+    )
+
+
+def _value_forward(policy: ActorCriticPolicy) -> Callable[[Obs], th.Tensor]:
+    """``obs -> V(s)`` as ``ActorCriticPolicy.predict_values``, with observations cast to the parameters' dtype."""
+    dtype = next(policy.parameters()).dtype
+
+    def forward(obs: Obs) -> th.Tensor:
+        pre = preprocess_obs(obs, policy.observation_space, normalize_images=policy.normalize_images)  # type: ignore[arg-type]
+        pre = {k: v.to(dtype) for k, v in pre.items()} if isinstance(pre, dict) else pre.to(dtype)
+        features = policy.vf_features_extractor(pre)
+        return policy.value_net(policy.mlp_extractor.forward_critic(features))
+
+    return forward
+
+
+def value_parameters(policy: ActorCriticPolicy) -> list[nn.Parameter]:
+    """Trainable parameters the value prediction depends on (found from the autograd graph)."""
+    from sb3_natural.common.heads import sample_observations
+
+    named = [p for p in policy.parameters() if p.requires_grad]
+    obs, _ = policy.obs_to_tensor(sample_observations(policy.observation_space, 2))
+    with th.enable_grad():
+        grads = th.autograd.grad(_value_forward(policy)(obs).sum(), named, allow_unused=True)
+    return [p for p, g in zip(named, grads, strict=True) if g is not None]
+
+
+def _value_target(policy: ActorCriticPolicy, params: Sequence[nn.Parameter] | None) -> _Target:
+    chosen = list(value_parameters(policy) if params is None else params)
+    forward = _value_forward(policy)
+
+    def factor(v: th.Tensor) -> th.Tensor:
+        return v.new_ones(v.shape[0], 1, 1)  # Gauss-Newton of (1/2)(v - target)^2: M = 1
+
+    def sample_grad(v: th.Tensor, generator: th.Generator | None) -> th.Tensor:
+        return th.randn(v.shape, generator=generator, dtype=v.dtype).to(v.device)  # target ~ N(v, 1)
+
+    def dense_block(obs: Obs, v: th.Tensor, i: int) -> th.Tensor:
+        raise ValueError(
+            f"K-FAC of the value head supports Linear and Conv2d parameters only; parameter {i} of shape "
+            f"{tuple(chosen[i].shape)} is in another module (pass params= to leave it out)"
+        )
+
+    return _Target(chosen, hookable_layers(policy, chosen), forward, factor, sample_grad, dense_block)
+
+
+def _weight(layer: Layer) -> th.Tensor:
+    w = layer.module.weight
+    assert isinstance(w, th.Tensor)
+    return w
+
+
+# ------------------------------------------------------------------ the state object
+@dataclass
+class _Block:
+    """A factored layer (``layer`` set) or a dense block of one parameter (``dense_index`` set)."""
+
+    layer: Layer | None = None
+    dense_index: int | None = None
+
+
+class KFAC:
+    """Block-diagonal K-FAC curvature with running factors, eigenbasis inverses and damped products.
+
+    :param target: an :class:`~sb3_natural.common.heads.ActorHead` (or SB3 ``ActorCriticPolicy``: its actor),
+        for the policy's Fisher; use :meth:`for_value` for a value head's Gauss-Newton matrix
+    :param mode: ``"exact"`` (expectation over actions in closed form) or ``"sample"`` (one action per state)
+    :param damping: Tikhonov lambda > 0
+    :param damping_mode: ``"pi"`` (factored, Martens & Grosse 2015 Sec. 6.3) or ``"exact"``
+    :param decay: weight of the old factors in the running average, in [0, 1)
+    :param inverse_update_freq: refresh the eigendecompositions every this many :meth:`update` calls
+    :param kl_convention: ``"sum"`` (true KL, default) or ``"mean"`` (sb3-contrib's per-dimension KL)
+
+    Vectors are flat P-vectors in the order of ``params`` (``ActorHead.flat`` order for an actor).
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        mode: KFACMode = "exact",
+        damping: float = 1e-3,
+        damping_mode: DampingMode = "pi",
+        decay: float = 0.95,
+        inverse_update_freq: int = 10,
+        kl_convention: KLConvention = "sum",
+        _target: _Target | None = None,
+    ) -> None:
+        if mode not in KFAC_MODES:
+            raise ValueError(f"mode must be one of {KFAC_MODES}, got {mode!r}")
+        if damping_mode not in DAMPING_MODES:
+            raise ValueError(f"damping_mode must be one of {DAMPING_MODES}, got {damping_mode!r}")
+        if not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping > 0):
+            raise ValueError(f"damping must be a finite float > 0, got {damping!r}")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay!r}")
+        if int(inverse_update_freq) < 1:
+            raise ValueError(f"inverse_update_freq must be >= 1, got {inverse_update_freq!r}")
+        if _target is None:
+            head = target if isinstance(target, ActorHead) else ActorHead(target)
+            _target = _actor_target(head, kl_convention)
+        self._t = _target
+        self.params = self._t.params
+        self.mode, self.damping, self.damping_mode = mode, float(damping), damping_mode
+        self.decay, self.inverse_update_freq = float(decay), int(inverse_update_freq)
+        self.numels = [p.numel() for p in self.params]
+        self.offsets = [0]
+        for m in self.numels[:-1]:
+            self.offsets.append(self.offsets[-1] + m)
+        self.num_params = sum(self.numels)
+        covered: set[int] = set()
+        self.blocks: list[_Block] = []
+        for layer in self._t.layers:
+            self.blocks.append(_Block(layer=layer))
+            covered.add(layer.weight_index)
+            if layer.bias_index is not None:
+                covered.add(layer.bias_index)
+        self.blocks += [_Block(dense_index=i) for i in range(len(self.params)) if i not in covered]
+        # tensors only (state_dict): per block "A", "S" or "F", and their eigendecompositions
+        self.factors: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
+        self.eigen: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
+        self.steps = 0
+
+    @classmethod
+    def for_value(cls, policy: ActorCriticPolicy, params: Sequence[nn.Parameter] | None = None, **kwargs: Any) -> KFAC:
+        """K-FAC of the value head's Gauss-Newton matrix (squared loss, ``M = 1``), over ``params``
+        (default: every trainable parameter the value depends on; Linear/Conv2d layers only)."""
+        return cls(policy, _target=_value_target(policy, params), **kwargs)
+
+    # -------------------------------------------------------------- statistics
+    def batch_factors(self, obs: Any, generator: th.Generator | None = None) -> list[dict[str, th.Tensor]]:
+        """The factors of one batch (no running average): per block ``{"A", "S"}`` or ``{"F"}``."""
+        t = self._t
+        with th.enable_grad(), record_layers(t.layers) as records:
+            y = t.forward(obs)
+        calls: dict[int, int] = {}
+        for rec in records:
+            calls[id(rec.layer.module)] = calls.get(id(rec.layer.module), 0) + 1
+        if any(c > 1 for c in calls.values()):
+            raise ValueError("K-FAC needs each factored layer to be called once per forward pass")
+        outputs = [rec.output for rec in records]
+        if self.mode == "exact":
+            r = t.factor(y)  # [N, K, d]
+            grads = th.autograd.grad(
+                y, outputs, grad_outputs=r.transpose(0, 1).contiguous(), is_grads_batched=True, allow_unused=True,
+                retain_graph=True,
+            )  # fmt: skip
+        else:
+            gy = t.sample_grad(y, generator)
+            grads = tuple(
+                None if g is None else g[None]
+                for g in th.autograd.grad(y, outputs, grad_outputs=gy, allow_unused=True, retain_graph=True)
+            )
+        by_module = {id(rec.layer.module): (rec, g) for rec, g in zip(records, grads, strict=True)}
+        out: list[dict[str, th.Tensor]] = []
+        for block in self.blocks:
+            if block.layer is not None:
+                module = block.layer.module
+                with_bias = block.layer.bias_index is not None
+                rec_g = by_module.get(id(module))
+                if rec_g is None or rec_g[1] is None:  # not reached by this batch's output
+                    d_in = self._in_dim(block.layer) + int(with_bias)
+                    d_out = int(_weight(block.layer).shape[0])
+                    zero = y.new_zeros
+                    out.append({"A": zero(d_in, d_in), "S": zero(d_out, d_out)})
+                    continue
+                rec, g = rec_g
+                out.append({"A": input_factor(module, rec.inputs, with_bias), "S": output_factor(g.detach())})
+            else:
+                assert block.dense_index is not None
+                out.append({"F": t.dense_block(obs, y, block.dense_index).detach()})
+        return out
+
+    @staticmethod
+    def _in_dim(layer: Layer) -> int:
+        return int(_weight(layer)[0].numel())
+
+    def update(self, obs: Any, generator: th.Generator | None = None) -> None:
+        """Fold one batch into the running factors; refresh the inverses when due."""
+        batch = self.batch_factors(obs, generator)
+        first = self.steps == 0
+        for stored, new in zip(self.factors, batch, strict=True):
+            for key, value in new.items():
+                stored[key] = value.clone() if first else self.decay * stored[key] + (1.0 - self.decay) * value
+        self.steps += 1
+        if first or (self.steps - 1) % self.inverse_update_freq == 0:
+            self.refresh_inverses()
+
+    def refresh_inverses(self) -> None:
+        """Eigendecompositions of every factor (symmetrized; eigenvalues clamped at 0)."""
+        for stored, eig in zip(self.factors, self.eigen, strict=True):
+            for key, value in stored.items():
+                sym = 0.5 * (value + value.T)
+                vals, vecs = th.linalg.eigh(sym)
+                eig[key + "_vals"], eig[key + "_vecs"] = vals.clamp_min(0.0), vecs
+
+    # -------------------------------------------------------------- products
+    def _split(self, v: th.Tensor, block: _Block) -> th.Tensor:
+        """The block's part of a flat vector: ``[out, in(+1)]`` for a layer, the parameter's entries otherwise."""
+        if block.layer is not None:
+            lay = block.layer
+            w_off, w_n = self.offsets[lay.weight_index], self.numels[lay.weight_index]
+            d_out = int(_weight(lay).shape[0])
+            parts = [v[w_off : w_off + w_n].view(d_out, -1)]
+            if lay.bias_index is not None:
+                b_off = self.offsets[lay.bias_index]
+                parts.append(v[b_off : b_off + d_out].view(d_out, 1))
+            return th.cat(parts, dim=1)
+        assert block.dense_index is not None
+        i = block.dense_index
+        return v[self.offsets[i] : self.offsets[i] + self.numels[i]]
+
+    def _scatter(self, out: th.Tensor, block: _Block, value: th.Tensor) -> None:
+        if block.layer is not None:
+            lay = block.layer
+            w_off, w_n = self.offsets[lay.weight_index], self.numels[lay.weight_index]
+            d_in = w_n // value.shape[0]
+            out[w_off : w_off + w_n] = value[:, :d_in].reshape(-1)
+            if lay.bias_index is not None:
+                b_off = self.offsets[lay.bias_index]
+                out[b_off : b_off + value.shape[0]] = value[:, d_in]
+        else:
+            assert block.dense_index is not None
+            i = block.dense_index
+            out[self.offsets[i] : self.offsets[i] + self.numels[i]] = value
+
+    def _check_ready(self, v: th.Tensor) -> None:
+        if self.steps == 0:
+            raise RuntimeError("call update(obs) before using the K-FAC curvature")
+        if v.dim() != 1 or v.numel() != self.num_params:
+            raise ValueError(f"expected a vector of {self.num_params} entries (P), got shape {tuple(v.shape)}")
+
+    def mvp(self, v: th.Tensor) -> th.Tensor:
+        """``F_kfac v`` (undamped, with the current running factors)."""
+        self._check_ready(v)
+        out = th.empty_like(v)
+        for block, fac in zip(self.blocks, self.factors, strict=True):
+            part = self._split(v, block)
+            self._scatter(out, block, kron_matvec(fac["A"], fac["S"], part) if "A" in fac else fac["F"] @ part)
+        return out
+
+    def quadratic(self, v: th.Tensor) -> float:
+        """``v^T F_kfac v`` (for step sizes, e.g. ACKTR's ``sqrt(2 delta / (v^T F v))``)."""
+        return float(v @ self.mvp(v))
+
+    def precondition(self, g: th.Tensor) -> th.Tensor:
+        """The damped natural gradient ``(F_kfac + lambda)^{-1} g`` per block, in the eigenbases of the
+        factors as of the last :meth:`refresh_inverses` (see the module docstring for the damping)."""
+        self._check_ready(g)
+        out = th.empty_like(g)
+        lam = self.damping
+        for block, fac, eig in zip(self.blocks, self.factors, self.eigen, strict=True):
+            part = self._split(g, block)
+            if "A" in fac:
+                qa, la, qs, ls = eig["A_vecs"], eig["A_vals"], eig["S_vecs"], eig["S_vals"]
+                if self.damping_mode == "pi":
+                    alpha, beta = pi_damping(fac["A"], fac["S"], lam)
+                    denom = (ls + beta)[:, None] * (la + alpha)[None, :]
+                else:
+                    denom = ls[:, None] * la[None, :] + lam
+                value = qs @ ((qs.T @ part @ qa) / denom) @ qa.T
+            else:
+                q, lv = eig["F_vecs"], eig["F_vals"]
+                value = q @ ((q.T @ part) / (lv + lam))
+            self._scatter(out, block, value)
+        return out
+
+    def matrix(self, damped: bool = False) -> th.Tensor:
+        """The dense ``P x P`` block-diagonal K-FAC matrix (tests and small nets only); ``damped=True``:
+        the matrix :meth:`precondition` inverts (``F_kfac + lambda I``, or the pi-damped factors)."""
+        eye = th.eye(self.num_params, dtype=self.params[0].dtype, device=self.params[0].device)
+        if not damped:
+            return th.stack([self.mvp(e) for e in eye], dim=1)
+        cols = []
+        for e in eye:
+            out = th.empty_like(e)
+            for block, fac in zip(self.blocks, self.factors, strict=True):
+                part = self._split(e, block)
+                if "A" in fac:
+                    if self.damping_mode == "pi":
+                        alpha, beta = pi_damping(fac["A"], fac["S"], self.damping)
+                        ia, i_s = th.eye(fac["A"].shape[0], dtype=e.dtype), th.eye(fac["S"].shape[0], dtype=e.dtype)
+                        value = kron_matvec(fac["A"] + alpha * ia, fac["S"] + beta * i_s, part)
+                    else:
+                        value = kron_matvec(fac["A"], fac["S"], part) + self.damping * part
+                else:
+                    value = fac["F"] @ part + self.damping * part
+                self._scatter(out, block, value)
+            cols.append(out)
+        return th.stack(cols, dim=1)
+
+    # -------------------------------------------------------------- save / load
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and counters only: what ``load_state_dict`` needs to resume exactly."""
+        return {
+            "steps": self.steps,
+            "factors": [{k: v.clone() for k, v in f.items()} for f in self.factors],
+            "eigen": [{k: v.clone() for k, v in e.items()} for e in self.eigen],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["factors"]) != len(self.blocks):
+            raise ValueError(f"state has {len(state['factors'])} blocks, this K-FAC has {len(self.blocks)}")
+        for mine, theirs in zip(self.factors, state["factors"], strict=True):
+            for key, value in theirs.items():
+                if key in mine and mine[key].shape != value.shape:
+                    raise ValueError(f"factor {key} has shape {tuple(value.shape)}, expected {tuple(mine[key].shape)}")
+        self.steps = int(state["steps"])
+        self.factors = [{k: v.clone() for k, v in f.items()} for f in state["factors"]]
+        self.eigen = [{k: v.clone() for k, v in e.items()} for e in state["eigen"]]

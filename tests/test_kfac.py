@@ -1,0 +1,260 @@
+"""K-FAC (common/kfac.py) against the dense Fisher in float64: exact where K-FAC is exact, the sampled
+factor converging to the exact one, the damped product inverting its matrix, save/load of the state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+from conftest import ACTION_KINDS, make_obs, make_policy
+from gymnasium import spaces
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stable_baselines3.common.policies import ActorCriticCnnPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from sb3_natural.common.fisher import dense_fisher
+from sb3_natural.common.heads import ActorHead
+from sb3_natural.common.kfac import KFAC, input_factor, output_factor, pi_damping
+
+SINGLE_LAYER_KINDS = ["discrete", "box", "multidiscrete", "multibinary"]
+
+
+def _indices(kfac: KFAC, block) -> th.Tensor:
+    idx: list[int] = []
+    owners = [block.layer.weight_index, block.layer.bias_index] if block.layer is not None else [block.dense_index]
+    for i in owners:
+        if i is not None:
+            idx += range(kfac.offsets[i], kfac.offsets[i] + kfac.numels[i])
+    return th.tensor(idx)
+
+
+def _one_state(policy, n: int = 4):
+    obs = make_obs(policy, 1)
+    if isinstance(obs, dict):
+        return {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in obs.items()}
+    return obs.repeat(n, *([1] * (obs.dim() - 1)))
+
+
+@pytest.mark.parametrize("kind", SINGLE_LAYER_KINDS)
+def test_exact_kfac_of_a_single_linear_layer_on_one_state_is_the_fisher(kind):
+    policy = make_policy(kind, net_arch=[])  # z = action_net(obs) (+ log_std): one Linear layer
+    obs = _one_state(policy)
+    head = ActorHead(policy)
+    kfac = KFAC(head, mode="exact")
+    kfac.update(obs)
+    th.testing.assert_close(kfac.matrix(), dense_fisher(head, obs), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ACTION_KINDS)
+def test_each_diagonal_block_is_exact_on_one_state(kind):
+    # a is constant on one state, so every layer's block E[(a a^T) (x) (g g^T)] = A (x) S exactly
+    policy = make_policy(kind, net_arch=[6, 5])
+    obs = _one_state(policy)
+    head = ActorHead(policy)
+    kfac = KFAC(head, mode="exact")
+    kfac.update(obs)
+    f, k = dense_fisher(head, obs), kfac.matrix()
+    for block in kfac.blocks:
+        idx = _indices(kfac, block)
+        th.testing.assert_close(k[idx][:, idx], f[idx][:, idx], rtol=0, atol=1e-10)
+    if kind == "box":
+        log_std = next(b for b in kfac.blocks if b.dense_index is not None)
+        idx = _indices(kfac, log_std)
+        th.testing.assert_close(k[idx][:, idx], 2.0 * th.eye(len(idx), dtype=th.float64))  # DESIGN.md: 2 I
+
+
+class _OnePositionConv(BaseFeaturesExtractor):
+    """A Conv2d whose kernel covers the whole 6x6 image: its output has a single spatial position."""
+
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 5) -> None:
+        super().__init__(observation_space, features_dim)
+        self.conv = nn.Conv2d(observation_space.shape[0], features_dim, kernel_size=6)
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        return th.tanh(self.conv(x)).flatten(1)
+
+
+def _conv_policy(kind: str, extractor=_OnePositionConv):
+    th.manual_seed(0)
+    obs_space = spaces.Box(0, 255, (2, 6, 6), np.uint8)
+    from conftest import ACTION_SPACES
+
+    policy = ActorCriticCnnPolicy(
+        obs_space, ACTION_SPACES[kind], lambda _: 1e-3, net_arch=[], features_extractor_class=extractor
+    )
+    with th.no_grad():
+        policy.action_net.weight.mul_(30.0)
+    return policy.double()
+
+
+@pytest.mark.parametrize("kind", ["discrete", "box"])
+def test_conv_block_with_one_spatial_position_is_exact(kind):
+    policy = _conv_policy(kind)
+    obs = _one_state(policy)
+    head = ActorHead(policy)
+    kfac = KFAC(head, mode="exact")
+    kfac.update(obs)
+    conv = next(b for b in kfac.blocks if b.layer is not None and isinstance(b.layer.module, nn.Conv2d))
+    idx = _indices(kfac, conv)
+    th.testing.assert_close(kfac.matrix()[idx][:, idx], dense_fisher(head, obs)[idx][:, idx], rtol=0, atol=1e-10)
+
+
+def test_conv_input_factor_sums_patches_and_output_factor_averages_positions():
+    conv = nn.Conv2d(1, 2, kernel_size=2).double()
+    x = th.randn(3, 1, 3, 3, dtype=th.float64, generator=th.Generator().manual_seed(0))
+    a = input_factor(conv, x, with_bias=True)
+    cols = th.nn.functional.unfold(x, 2)  # [3, 4, 4 positions]
+    patches = th.cat([cols.transpose(1, 2), th.ones(3, 4, 1, dtype=th.float64)], dim=2)
+    th.testing.assert_close(a, th.einsum("ntk,ntl->kl", patches, patches) / 3)
+    g = th.randn(1, 3, 2, 2, 2, dtype=th.float64, generator=th.Generator().manual_seed(1))
+    expected = th.einsum("nohw,nphw->op", g[0], g[0]) / (3 * 4)
+    th.testing.assert_close(output_factor(g), expected)
+
+
+def test_sampled_factor_converges_to_the_exact_one():
+    # S_sample is a mean of N i.i.d. terms with mean S_exact: its relative error falls like 1/sqrt(N).
+    policy = make_policy("discrete", net_arch=[6])
+    head = ActorHead(policy)
+    base = make_obs(policy, 4)
+    exact = KFAC(head, mode="exact")
+    exact.update(base)
+    errors = {}
+    for reps in (25, 2500):
+        obs = base.repeat(reps, 1)
+        sample = KFAC(head, mode="sample")
+        sample.update(obs, generator=th.Generator().manual_seed(0))
+        errs = [
+            float((fs["S"] - fe["S"]).norm() / fe["S"].norm())
+            for fs, fe in zip(sample.factors, exact.factors, strict=True)
+            if "S" in fe
+        ]
+        errors[reps] = max(errs)
+        for fs, fe in zip(sample.factors, exact.factors, strict=True):
+            if "A" in fe:  # the input factor does not depend on the actions
+                th.testing.assert_close(fs["A"], fe["A"])
+    # stated tolerance: 10% at 10k samples, and at least 3x smaller than at 100 (expected: 10x)
+    assert errors[2500] < 0.10
+    assert errors[2500] < errors[25] / 3
+
+
+@pytest.mark.parametrize("damping_mode", ["pi", "exact"])
+@pytest.mark.parametrize("kind", ACTION_KINDS)
+def test_precondition_inverts_the_damped_kfac_matrix(kind, damping_mode):
+    policy = make_policy(kind, net_arch=[5])
+    obs = make_obs(policy, 12)
+    kfac = KFAC(ActorHead(policy), mode="exact", damping=1e-2, damping_mode=damping_mode)
+    kfac.update(obs)
+    g = th.randn(kfac.num_params, dtype=th.float64, generator=th.Generator().manual_seed(0))
+    x = kfac.precondition(g)
+    th.testing.assert_close(kfac.matrix(damped=True) @ x, g, rtol=0, atol=1e-8)
+    if damping_mode == "exact":
+        th.testing.assert_close(
+            kfac.matrix(damped=True), kfac.matrix() + 1e-2 * th.eye(kfac.num_params, dtype=th.float64), rtol=0, atol=1e-12
+        )
+    assert kfac.quadratic(g) == pytest.approx(float(g @ kfac.matrix() @ g), rel=1e-10)
+
+
+def test_pi_damping_balances_the_traces():
+    a, s = th.diag(th.tensor([4.0, 4.0], dtype=th.float64)), th.diag(th.tensor([1.0, 1.0, 1.0], dtype=th.float64))
+    alpha, beta = pi_damping(a, s, 0.01)
+    assert alpha == pytest.approx(2 * 0.1) and beta == pytest.approx(0.1 / 2)
+    assert alpha * beta == pytest.approx(0.01)
+
+
+def test_running_average_and_inverse_refresh():
+    policy = make_policy("discrete", net_arch=[4])
+    kfac = KFAC(ActorHead(policy), decay=0.5, inverse_update_freq=3)
+    obs1, obs2 = make_obs(policy, 8, seed=1), make_obs(policy, 8, seed=2)
+    b1, b2 = kfac.batch_factors(obs1), kfac.batch_factors(obs2)
+    kfac.update(obs1)
+    eig_after_first = kfac.eigen[0]["A_vals"].clone()
+    kfac.update(obs2)
+    th.testing.assert_close(kfac.factors[0]["A"], 0.5 * b1[0]["A"] + 0.5 * b2[0]["A"])
+    assert th.equal(kfac.eigen[0]["A_vals"], eig_after_first)  # not refreshed at step 2
+    kfac.update(obs2)
+    kfac.update(obs2)  # step 4: (4 - 1) % 3 == 0
+    assert not th.equal(kfac.eigen[0]["A_vals"], eig_after_first)
+
+
+def test_state_dict_round_trip_resumes_exactly():
+    policy = make_policy("box", net_arch=[4])
+    head = ActorHead(policy)
+    a, b = KFAC(head, inverse_update_freq=2), KFAC(head, inverse_update_freq=2)
+    obs = [make_obs(policy, 8, seed=s) for s in range(4)]
+    a.update(obs[0])
+    a.update(obs[1])
+    b.load_state_dict(a.state_dict())
+    for o in obs[2:]:
+        a.update(o)
+        b.update(o)
+    g = th.randn(a.num_params, dtype=th.float64, generator=th.Generator().manual_seed(0))
+    assert th.equal(a.precondition(g), b.precondition(g))
+    with pytest.raises(ValueError, match="blocks"):
+        KFAC(ActorHead(make_policy("box", net_arch=[4, 4]))).load_state_dict(a.state_dict())
+
+
+def test_value_head_gauss_newton_factors():
+    policy = make_policy("discrete", net_arch=[5])
+    obs = make_obs(policy, 6)
+    kfac = KFAC.for_value(policy)
+    kfac.update(obs)
+    # Gauss-Newton of (1/2)(v - t)^2: (1/N) J^T J, J = dv/dtheta
+    with th.enable_grad():
+        values = kfac._t.forward(obs).flatten()
+        rows = th.stack([th.cat([g.reshape(-1) for g in th.autograd.grad(v, kfac.params, retain_graph=True)]) for v in values])
+    gn = rows.T @ rows / len(values)
+    k = kfac.matrix()
+    for block in kfac.blocks:
+        idx = _indices(kfac, block)
+        assert idx.numel() > 0
+    # the last layer's block (value_net) is exact: its output gradient is 1 for every sample
+    last = _indices(kfac, kfac.blocks[-1])
+    th.testing.assert_close(k[last][:, last], gn[last][:, last], rtol=0, atol=1e-10)
+    assert {id(p) for p in kfac.params}.isdisjoint({id(p) for p in ActorHead(policy).params})
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mode": "empirical"}, "mode must be one of"),
+        ({"damping": 0.0}, "damping must be"),
+        ({"damping_mode": "tikhonov"}, "damping_mode must be one of"),
+        ({"decay": 1.0}, "decay must be in"),
+        ({"inverse_update_freq": 0}, "inverse_update_freq must be"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        KFAC(make_policy("discrete"), **kwargs)
+
+
+def test_use_before_update_is_an_error():
+    kfac = KFAC(make_policy("discrete"))
+    with pytest.raises(RuntimeError, match="update"):
+        kfac.precondition(th.zeros(kfac.num_params, dtype=th.float64))
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    kind=st.sampled_from(ACTION_KINDS),
+    hidden=st.lists(st.integers(1, 5), min_size=0, max_size=2),
+    n=st.integers(1, 6),
+    seed=st.integers(0, 1000),
+)
+def test_property_kfac_is_symmetric_psd_and_exact_per_block_on_one_state(kind, hidden, n, seed):
+    policy = make_policy(kind, net_arch=hidden, seed=seed)
+    obs = _one_state(policy, n)
+    head = ActorHead(policy)
+    kfac = KFAC(head, mode="exact", damping_mode="exact", damping=1e-3)
+    kfac.update(obs)
+    k = kfac.matrix()
+    th.testing.assert_close(k, k.T, rtol=0, atol=1e-12)
+    assert float(th.linalg.eigvalsh(k).min()) > -1e-10
+    f = dense_fisher(head, obs)
+    for block in kfac.blocks:
+        idx = _indices(kfac, block)
+        th.testing.assert_close(k[idx][:, idx], f[idx][:, idx], rtol=0, atol=1e-9)
+    g = th.randn(kfac.num_params, dtype=th.float64, generator=th.Generator().manual_seed(seed))
+    th.testing.assert_close(kfac.matrix(damped=True) @ kfac.precondition(g), g, rtol=0, atol=1e-7)
