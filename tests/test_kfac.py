@@ -108,9 +108,9 @@ def test_conv_input_factor_sums_patches_and_output_factor_averages_positions():
     cols = th.nn.functional.unfold(x, 2)  # [3, 4, 4 positions]
     patches = th.cat([cols.transpose(1, 2), th.ones(3, 4, 1, dtype=th.float64)], dim=2)
     th.testing.assert_close(a, th.einsum("ntk,ntl->kl", patches, patches) / 3)
-    g = th.randn(1, 3, 2, 2, 2, dtype=th.float64, generator=th.Generator().manual_seed(1))
-    expected = th.einsum("nohw,nphw->op", g[0], g[0]) / (3 * 4)
-    th.testing.assert_close(output_factor(g), expected)
+    g = th.randn(2, 3, 2, 2, 2, dtype=th.float64, generator=th.Generator().manual_seed(1))  # K = 2 rows
+    expected = th.einsum("knohw,knphw->op", g, g) / (3 * 4)
+    th.testing.assert_close(output_factor(list(g)), expected)
 
 
 def test_sampled_factor_converges_to_the_exact_one():

@@ -90,18 +90,25 @@ def input_factor(layer: nn.Module, x: th.Tensor, with_bias: bool) -> th.Tensor:
     return a.T @ a / n
 
 
-def output_factor(g: th.Tensor) -> th.Tensor:
-    """``S = (1/N) sum_i (1/T) sum_t sum_k g_{k,i,t} g_{k,i,t}^T`` from output gradients ``g``.
+def output_factor(grads: Sequence[th.Tensor]) -> th.Tensor:
+    """``S = (1/N) sum_i (1/T) sum_t sum_k g_{k,i,t} g_{k,i,t}^T`` from output gradients ``grads[k]``.
 
-    ``g`` is ``[K, N, out]`` (Linear), ``[K, N, ..., out]`` (Linear with positions) or ``[K, N, out, H, W]``
-    (Conv2d); K indexes the rows of M's factor (``"exact"``) or is 1 (``"sample"``).
+    Each ``grads[k]`` is ``[N, out]`` (Linear), ``[N, ..., out]`` (Linear with positions) or
+    ``[N, out, H, W]`` (Conv2d); k indexes the rows of M's factor (``"exact"``) or there is one
+    (``"sample"``). The K products are accumulated in place (no ``[K, N, ...]`` stack is built).
     """
-    n = g.shape[1]
-    if g.dim() == 5:  # conv: [K, N, O, H, W] -> positions last
-        g = g.flatten(3).transpose(2, 3)  # [K, N, T, O]
-    t = g[0, 0].numel() // g.shape[-1]
-    flat = g.reshape(-1, g.shape[-1])
-    return flat.T @ flat / (n * t)
+    s: th.Tensor | None = None
+    for g in grads:
+        n = g.shape[0]
+        if isinstance(g, th.Tensor) and g.dim() == 4:  # conv: [N, O, H, W] -> positions first
+            g = g.flatten(2).transpose(1, 2)  # [N, T, O]
+        t = g[0].numel() // g.shape[-1]
+        flat = g.reshape(-1, g.shape[-1])
+        term = flat.T @ flat
+        s = term if s is None else s.add_(term)
+    if s is None:
+        raise ValueError("output_factor needs at least one gradient")
+    return s / (n * t)
 
 
 def kron_matvec(a: th.Tensor, s: th.Tensor, v: th.Tensor) -> th.Tensor:
@@ -126,9 +133,10 @@ class _Target:
     params: list[nn.Parameter]
     layers: list[Layer]
     forward: Callable[[Obs], th.Tensor]  # obs -> y [N, d] with graph (layer hooks fire inside)
-    factor: Callable[[th.Tensor], th.Tensor]  # y -> R [N, r, d] with M = R^T R (rows backpropagated)
+    factor: Callable[[th.Tensor], th.Tensor]  # y -> R [N, r, d] with M = R^T R
+    layer_rows: Callable[[th.Tensor], th.Tensor]  # R -> the rows of R that reach a layer output
     sample_grad: Callable[[th.Tensor, th.Generator | None], th.Tensor]  # y -> [N, d] sampled g_y
-    dense_block: Callable[[Obs, th.Tensor, int], th.Tensor]  # (obs, y, param index) -> exact block
+    dense_block: Callable[[Obs, th.Tensor, int], th.Tensor]  # (obs, R, param index) -> exact block
 
 
 def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
@@ -138,11 +146,23 @@ def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
     direct_index = {head.names.index(name): sl for name, sl in head.direct_slices.items()}
 
     def factor(z: th.Tensor) -> th.Tensor:
-        r = dist.fisher_factor(z.detach()) * math.sqrt(scale)
-        for sl in direct:  # columns no layer output reaches: their rows carry nothing to backpropagate
-            r[:, :, sl] = 0.0
-        keep = r.abs().sum(dim=(0, 2)) > 0
-        return r[:, keep] if bool(keep.any()) else r[:, :1]
+        return dist.fisher_factor(z.detach()) * math.sqrt(scale)
+
+    def layer_rows(r: th.Tensor) -> th.Tensor:
+        if not direct:
+            return r
+        # Columns of the shared log_std are reached by no layer output: zero them, and drop the rows of R
+        # left with nothing to backpropagate (for a DiagGaussian: its k log_std rows).
+        mask = th.ones(r.shape[2], dtype=th.bool, device=r.device)
+        for sl in direct:
+            mask[sl] = False
+        sub = r[:, :, mask]
+        keep = sub.abs().amax(dim=(0, 2)) > 0
+        if not bool(keep.any()):
+            keep[0] = True
+        rows = r.new_zeros(r.shape[0], int(keep.sum()), r.shape[2])
+        rows[:, :, mask] = sub[:, keep]
+        return rows
 
     def sample_grad(z: th.Tensor, generator: th.Generator | None) -> th.Tensor:
         with th.no_grad():
@@ -152,14 +172,13 @@ def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
             (g,) = th.autograd.grad(dist.log_prob(z_leaf, actions).sum(), z_leaf)
         return g
 
-    def dense_block(obs: Obs, z: th.Tensor, i: int) -> th.Tensor:
-        r = dist.fisher_factor(z.detach()) * math.sqrt(scale)  # [N, d, d]
+    def dense_block(obs: Obs, r: th.Tensor, i: int) -> th.Tensor:
         n = r.shape[0]
         if i in direct_index:  # the shared log_std: z's columns sl are the parameter itself
             rs = r[:, :, direct_index[i]]  # [N, d, k]
             return th.einsum("nrk,nrl->kl", rs, rs) / n
         key = "policy." + head.names[i]
-        block = z.new_zeros(head.numels[i], head.numels[i])
+        block = r.new_zeros(head.numels[i], head.numels[i])
         for k in range(r.shape[1]):
             rows = per_sample_param_grads(head, [key], obs, lambda zz, rk: (zz * rk).sum(dim=1), (r[:, k, :],))[key].reshape(
                 n, -1
@@ -172,6 +191,7 @@ def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
         layers=hookable_layers(head.policy, head.params),
         forward=head,
         factor=factor,
+        layer_rows=layer_rows,
         sample_grad=sample_grad,
         dense_block=dense_block,
     )
@@ -211,13 +231,28 @@ def _value_target(policy: ActorCriticPolicy, params: Sequence[nn.Parameter] | No
     def sample_grad(v: th.Tensor, generator: th.Generator | None) -> th.Tensor:
         return th.randn(v.shape, generator=generator, dtype=v.dtype).to(v.device)  # target ~ N(v, 1)
 
-    def dense_block(obs: Obs, v: th.Tensor, i: int) -> th.Tensor:
+    def dense_block(obs: Obs, r: th.Tensor, i: int) -> th.Tensor:
         raise ValueError(
             f"K-FAC of the value head supports Linear and Conv2d parameters only; parameter {i} of shape "
             f"{tuple(chosen[i].shape)} is in another module (pass params= to leave it out)"
         )
 
-    return _Target(chosen, hookable_layers(policy, chosen), forward, factor, sample_grad, dense_block)
+    return _Target(chosen, hookable_layers(policy, chosen), forward, factor, lambda r: r, sample_grad, dense_block)
+
+
+def _backprop_rows(y: th.Tensor, outputs: list[th.Tensor], rows: th.Tensor) -> list[list[th.Tensor] | None]:
+    """``J_y^T r_k`` at every layer output for each row k of ``rows`` (``[N, K, d]``): per output, the K
+    gradients (None for an output ``y`` does not depend on).
+
+    One backward per row through the graph kept from the forward pass. ``is_grads_batched=True`` (a vmap
+    over the backward) gives the same numbers in one call but measured 1.7x slower on one CPU thread
+    (K = 6, N = 2048, a 64x64 actor: 3.0 ms against 1.8 ms; benchmarks/bench_kfac.py), so rows are looped.
+    """
+    per_row = [
+        th.autograd.grad(y, outputs, grad_outputs=rows[:, k], allow_unused=True, retain_graph=True)
+        for k in range(rows.shape[1])
+    ]
+    return [None if gs[0] is None else list(gs) for gs in zip(*per_row, strict=True)]
 
 
 def _weight(layer: Layer) -> th.Tensor:
@@ -314,36 +349,35 @@ class KFAC:
         if any(c > 1 for c in calls.values()):
             raise ValueError("K-FAC needs each factored layer to be called once per forward pass")
         outputs = [rec.output for rec in records]
+        has_dense = any(b.dense_index is not None for b in self.blocks)
+        r = t.factor(y) if self.mode == "exact" or has_dense else None  # [N, K, d], M = R^T R
         if self.mode == "exact":
-            r = t.factor(y)  # [N, K, d]
-            grads = th.autograd.grad(
-                y, outputs, grad_outputs=r.transpose(0, 1).contiguous(), is_grads_batched=True, allow_unused=True,
-                retain_graph=True,
-            )  # fmt: skip
+            assert r is not None
+            grads = _backprop_rows(y, outputs, t.layer_rows(r))
         else:
             gy = t.sample_grad(y, generator)
-            grads = tuple(
-                None if g is None else g[None]
+            grads = [
+                None if g is None else [g]
                 for g in th.autograd.grad(y, outputs, grad_outputs=gy, allow_unused=True, retain_graph=True)
-            )
+            ]
         by_module = {id(rec.layer.module): (rec, g) for rec, g in zip(records, grads, strict=True)}
         out: list[dict[str, th.Tensor]] = []
         for block in self.blocks:
             if block.layer is not None:
                 module = block.layer.module
                 with_bias = block.layer.bias_index is not None
-                rec_g = by_module.get(id(module))
-                if rec_g is None or rec_g[1] is None:  # not reached by this batch's output
+                rec, g = by_module.get(id(module), (None, None))  # type: ignore[assignment]
+                if rec is None or g is None:  # not reached by this batch's output
                     d_in = self._in_dim(block.layer) + int(with_bias)
                     d_out = int(_weight(block.layer).shape[0])
-                    zero = y.new_zeros
-                    out.append({"A": zero(d_in, d_in), "S": zero(d_out, d_out)})
+                    out.append({"A": y.new_zeros(d_in, d_in), "S": y.new_zeros(d_out, d_out)})
                     continue
-                rec, g = rec_g
-                out.append({"A": input_factor(module, rec.inputs, with_bias), "S": output_factor(g.detach())})
+                s_factor = output_factor([gk.detach() for gk in g])
+                out.append({"A": input_factor(module, rec.inputs, with_bias), "S": s_factor})
             else:
                 assert block.dense_index is not None
-                out.append({"F": t.dense_block(obs, y, block.dense_index).detach()})
+                assert r is not None
+                out.append({"F": t.dense_block(obs, r, block.dense_index).detach()})
         return out
 
     @staticmethod
