@@ -258,3 +258,22 @@ def test_property_kfac_is_symmetric_psd_and_exact_per_block_on_one_state(kind, h
         th.testing.assert_close(k[idx][:, idx], f[idx][:, idx], rtol=0, atol=1e-9)
     g = th.randn(kfac.num_params, dtype=th.float64, generator=th.Generator().manual_seed(seed))
     th.testing.assert_close(kfac.matrix(damped=True) @ kfac.precondition(g), g, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["exact", "sample"])
+@pytest.mark.parametrize("obs_kind", ["image", "dict"])
+@pytest.mark.parametrize("kind", ACTION_KINDS)
+def test_cnn_and_multi_input_policies(kind, obs_kind, mode):
+    policy = make_policy(kind, obs_kind=obs_kind)
+    obs = make_obs(policy, 6)
+    kfac = KFAC(ActorHead(policy), mode=mode)
+    kfac.update(obs, generator=th.Generator().manual_seed(0))
+    kfac.update(obs, generator=th.Generator().manual_seed(1))
+    types = {type(b.layer.module) for b in kfac.blocks if b.layer is not None}
+    assert (nn.Conv2d in types) == (obs_kind == "image")
+    g = th.randn(kfac.num_params, dtype=th.float64, generator=th.Generator().manual_seed(2))
+    x = kfac.precondition(g)
+    assert th.isfinite(x).all() and float(x @ g) > 0  # a descent-compatible direction: (F + lambda)^-1 is PD
+    value = KFAC.for_value(policy)
+    value.update(obs)
+    assert th.isfinite(value.precondition(th.ones(value.num_params, dtype=th.float64))).all()

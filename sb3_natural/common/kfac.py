@@ -245,8 +245,8 @@ def _backprop_rows(y: th.Tensor, outputs: list[th.Tensor], rows: th.Tensor) -> l
     gradients (None for an output ``y`` does not depend on).
 
     One backward per row through the graph kept from the forward pass. ``is_grads_batched=True`` (a vmap
-    over the backward) gives the same numbers in one call but measured 1.7x slower on one CPU thread
-    (K = 6, N = 2048, a 64x64 actor: 3.0 ms against 1.8 ms; benchmarks/bench_kfac.py), so rows are looped.
+    over the backward) gives the same numbers in one call but measured slower on one CPU thread (K = 6,
+    N = 2048, a 64x64 actor: 3.5 ms against 2.9 ms; BENCHMARKS.md, "K-FAC"), so the rows are looped.
     """
     per_row = [
         th.autograd.grad(y, outputs, grad_outputs=rows[:, k], allow_unused=True, retain_graph=True)
