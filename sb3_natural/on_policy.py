@@ -9,24 +9,37 @@ What is the same in every on-policy class lives here once:
   the critic's own epochs never move a parameter the actor depends on;
 * the NaN/inf guards of rollout collection, including the ``terminal_observation`` of an episode cut
   by a time limit, which SB3 feeds into the value bootstrap;
+* the checks of SB3's shared arguments, the learning-rate schedules of the optimizer's groups, the
+  batch preparation (Discrete actions, advantage normalization) and the logging of the keys every
+  class shares (docs/metrics.md);
 * a clear error when ``load()`` is given a truncated or empty file.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
+from stable_baselines3.common.type_aliases import MaybeCallback, RolloutBufferSamples, Schedule
+from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_natural.common.checks import (
+    check_at_least_one,
+    check_discount,
+    check_finite_rollout,
+    check_rate,
+    check_terminal_observations,
+    nonfinite_observations_named,
+)
 from sb3_natural.common.heads import ActorHead
-from sb3_natural.common.updates import fit_critic
-from sb3_natural.common.weighting import check_terminal_observations, nonfinite_observations_named
+from sb3_natural.common.updates import fit_critic, make_optimizer, normalize_advantages
 from sb3_natural.saving import ClearLoadErrorsMixin
 
 
@@ -42,8 +55,17 @@ def critic_parameters(policy: ActorCriticPolicy, head: ActorHead) -> list[th.nn.
     return [p for p in policy.parameters() if p.requires_grad and id(p) not in actor_ids]
 
 
+SelfNaturalOnPolicy = TypeVar("SelfNaturalOnPolicy", bound="NaturalOnPolicyAlgorithm")
+
+
 class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, OnPolicyAlgorithm):
-    """SB3's ``OnPolicyAlgorithm`` with the pieces every on-policy class of this package shares."""
+    """SB3's ``OnPolicyAlgorithm`` with the pieces every on-policy class of this package shares.
+
+    Subclasses keep their explicit SB3-style constructor and call ``super().__init__`` with SB3's
+    arguments; this constructor checks the shared ones (``learning_rate``, ``n_steps``, ``gamma``,
+    ``gae_lambda``). In ``_setup_model`` they call :meth:`_setup_critic`; ``train`` uses
+    :meth:`_update_schedules`, :meth:`_rollout_batch`, :meth:`_fit_critic` and :meth:`_record_update`.
+    """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": ActorCriticPolicy,
@@ -54,19 +76,39 @@ class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, OnPolicyAlgorithm):
     n_critic_updates: int
     batch_size: int
 
-    def _setup_actor_head(self) -> list[th.nn.Parameter]:
-        """Build the actor view; return the critic's parameters (:func:`critic_parameters`)."""
+    def __init__(self, policy: Any, env: Any, **kwargs: Any) -> None:
+        check_rate("learning_rate", kwargs["learning_rate"])
+        check_at_least_one(n_steps=kwargs["n_steps"])
+        check_discount(gamma=kwargs["gamma"], gae_lambda=kwargs["gae_lambda"])
+        super().__init__(policy, env, **kwargs)
+
+    @staticmethod
+    def _check_critic_args(n_critic_updates: int, batch_size: int) -> None:
+        if int(n_critic_updates) < 0:
+            raise ValueError(f"n_critic_updates must be >= 0, got {n_critic_updates}")
+        check_at_least_one(batch_size=batch_size)
+
+    # ------------------------------------------------------------------ setup
+    def _group_schedules(self) -> list[Schedule]:
+        """One learning-rate schedule per param group of ``policy.optimizer``, in order."""
+        raise NotImplementedError
+
+    def _setup_critic(self, actor_group: bool = False) -> None:
+        """The actor view (:class:`ActorHead`) and the policy's optimizer over the critic's parameters
+        (:func:`critic_parameters`), preceded by an actor group when ``actor_group`` (REINFORCE)."""
         self._head = ActorHead(self.policy)
         self._critic_params = critic_parameters(self.policy, self._head)
-        return self._critic_params
-
-    def _fit_critic(self, obs: Any, returns: th.Tensor) -> float:
-        """``n_critic_updates`` epochs of the value loss over the critic's parameters only (:func:`fit_critic`)."""
-        return fit_critic(self.policy, obs, returns, self.n_critic_updates, self.batch_size, critic_params=self._critic_params)
+        groups: list[list[th.nn.Parameter]] = [list(self._head.params)] if actor_group else []
+        groups.append(self._critic_params)
+        schedules = self._group_schedules()
+        self.policy.optimizer = make_optimizer(
+            self.policy, [{"params": params, "lr": schedule(1.0)} for params, schedule in zip(groups, schedules, strict=True)]
+        )
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_head", "_critic_params"]
 
+    # ------------------------------------------------------------------ collection
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
     ) -> bool:
@@ -80,3 +122,64 @@ class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, OnPolicyAlgorithm):
         if dones is not None:
             check_terminal_observations(infos, dones)
         super()._update_info_buffer(infos, dones)
+
+    # ------------------------------------------------------------------ train
+    def _update_schedules(self) -> None:
+        """Set each optimizer group's rate from its schedule; log ``train/learning_rate`` (``learning_rate``'s
+        schedule, whatever it drives in the class) and ``train/critic_learning_rate``."""
+        progress = self._current_progress_remaining
+        self.logger.record("train/learning_rate", self.lr_schedule(progress))
+        for group, schedule in zip(self.policy.optimizer.param_groups, self._group_schedules(), strict=True):
+            group["lr"] = schedule(progress)
+        self.logger.record("train/critic_learning_rate", self._group_schedules()[-1](progress))
+
+    def _flat_actions(self, actions: th.Tensor) -> th.Tensor:
+        """Actions as the distributions take them: Discrete ``[N, 1]`` floats -> ``[N]`` ints."""
+        return actions.long().flatten() if isinstance(self.action_space, spaces.Discrete) else actions
+
+    def _rollout_batch(self, normalize_advantage: bool) -> tuple[RolloutBufferSamples, th.Tensor, th.Tensor]:
+        """The whole rollout as one batch (checked for NaN/inf), its actions and (normalized) advantages."""
+        buf = self.rollout_buffer
+        check_finite_rollout(buf.observations, buf.rewards)
+        data = next(buf.get(batch_size=None))
+        adv = normalize_advantages(data.advantages) if normalize_advantage else data.advantages
+        return data, self._flat_actions(data.actions), adv
+
+    def _fit_critic(self, obs: Any, returns: th.Tensor) -> float:
+        """``n_critic_updates`` epochs of the value loss over the critic's parameters only (:func:`fit_critic`)."""
+        return fit_critic(self.policy, obs, returns, self.n_critic_updates, self.batch_size, critic_params=self._critic_params)
+
+    def _record_update(self, stats: dict[str, Any], value_loss: float, explained_var: float | None) -> None:
+        """Count the update and log its statistics and the keys every class shares (docs/metrics.md)."""
+        self._n_updates += 1
+        for key, value in stats.items():
+            self.logger.record(f"train/{key}", value)
+        self.logger.record("train/value_loss", value_loss)
+        if explained_var is not None:
+            self.logger.record("train/explained_variance", explained_var)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+
+    def _rollout_explained_variance(self) -> float:
+        buf = self.rollout_buffer
+        return float(explained_variance(buf.values.flatten(), buf.returns.flatten()))
+
+    def learn(
+        self: SelfNaturalOnPolicy,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfNaturalOnPolicy:
+        """SB3's ``learn``; ``tb_log_name`` defaults to the class name (``"NAC"``, ``"FisherTRPO"``, ...)."""
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name or type(self).__name__,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )

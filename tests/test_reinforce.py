@@ -200,7 +200,7 @@ def test_same_seed_same_result():
         ({"max_grad_norm": 0.0}, "max_grad_norm"),
         ({"ent_coef": -1.0}, "ent_coef"),
         ({"n_critic_updates": -1}, "n_critic_updates must be >= 0"),
-        ({"batch_size": 0}, "batch_size >= 1"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"learning_rate": 0.0}, "learning_rate must be a float"),
         ({"critic_learning_rate": lambda _: -1.0}, "critic_learning_rate must be a schedule"),
     ],

@@ -99,6 +99,13 @@ class _ActorModule(nn.Module):
         return out
 
 
+def index_obs(obs: Obs, idx: th.Tensor | slice) -> Obs:
+    """Rows ``idx`` (an index tensor or a slice) of a tensor or of every entry of a dict of tensors."""
+    if isinstance(obs, Mapping):
+        return {k: v[idx] for k, v in obs.items()}
+    return obs[idx]
+
+
 def sample_observations(space: spaces.Space, n: int, seed: int = 0) -> Any:
     """``n`` observations sampled from ``space``, stacked batch-first (dicts of arrays for Dict spaces)."""
     space = _seeded_copy(space, seed)

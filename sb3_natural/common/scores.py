@@ -37,7 +37,7 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-from sb3_natural.common.heads import ActorHead, Obs
+from sb3_natural.common.heads import ActorHead, Obs, index_obs
 
 ScoreMethod = Literal["layerwise", "vmap", "loop"]
 SCORE_METHODS: tuple[str, ...] = ("layerwise", "vmap", "loop")
@@ -55,12 +55,6 @@ def batch_size_of(obs: Obs) -> int:
             raise ValueError(f"all entries of a dict observation must have the same batch size, got {sorted(sizes)}")
         return sizes.pop()
     return int(obs.shape[0])
-
-
-def slice_obs(obs: Obs, start: int, stop: int) -> Obs:
-    if isinstance(obs, Mapping):
-        return {k: v[start:stop] for k, v in obs.items()}
-    return obs[start:stop]
 
 
 def per_sample_scores(
@@ -150,7 +144,7 @@ def per_sample_grads(
     impl = {"layerwise": _layerwise_grads, "vmap": _vmap_all, "loop": _loop_grads}[method]
     for start in range(0, n, step):
         stop = min(n, start + step)
-        impl(head, slice_obs(obs, start, stop), fn, tuple(e[start:stop] for e in extra), out[start:stop])
+        impl(head, index_obs(obs, slice(start, stop)), fn, tuple(e[start:stop] for e in extra), out[start:stop])
     return out
 
 

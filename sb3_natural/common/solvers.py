@@ -181,3 +181,47 @@ def compatible_least_squares(
     gram = scores @ scores.T + n * ridge * th.eye(n, dtype=scores.dtype, device=scores.device)
     chol = th.linalg.cholesky(gram)
     return scores.T @ th.cholesky_solve(advantages[:, None], chol).squeeze(1)
+
+
+def compatible_sgd(
+    psi: th.Tensor,
+    adv: th.Tensor,
+    ridge: float,
+    weights: th.Tensor | None = None,
+    w0: th.Tensor | None = None,
+    epochs: int = 10,
+    batch_size: int = 256,
+    learning_rate: float = 1e-2,
+    generator: th.Generator | None = None,
+) -> tuple[th.Tensor, float, float]:
+    """The compatible critic fitted by Adam: the fast timescale of a two-timescale Natural Actor-Critic.
+
+    Minimizes ``L(w) = mean_i c_i (psi_i . w - A_i)^2 + ridge |w|^2`` (Peters & Schaal 2008, Eq. 13; the
+    question this package started from fits it by SGD), whose minimizer is the damped natural gradient
+    (:func:`compatible_least_squares` solves it exactly). ``epochs`` passes of minibatches of
+    ``batch_size`` in an order drawn from ``generator``, starting from ``w0`` (zeros when None).
+
+    :param psi: scores ``[N, P]``; :param adv: advantages ``[N]``; :param weights: ``c_i`` (ones when None)
+    :return: ``(w, L(w0), L(w))``
+    """
+    n = psi.shape[0]
+    c = th.ones_like(adv) if weights is None else weights
+    w_init = th.zeros(psi.shape[1], dtype=psi.dtype, device=psi.device) if w0 is None else w0.detach().clone()
+    w = w_init.requires_grad_(True)
+    opt = th.optim.Adam([w], lr=learning_rate)
+
+    def loss_on(idx: th.Tensor | slice) -> th.Tensor:
+        return (c[idx] * (psi[idx] @ w - adv[idx]) ** 2).mean() + ridge * (w * w).sum()
+
+    with th.enable_grad():
+        with th.no_grad():
+            before = float(loss_on(slice(None)))
+        for _ in range(epochs):
+            perm = th.randperm(n, generator=generator).to(psi.device)
+            for start in range(0, n, batch_size):
+                opt.zero_grad()
+                loss_on(perm[start : start + batch_size]).backward()
+                opt.step()
+        with th.no_grad():
+            after = float(loss_on(slice(None)))
+    return w.detach(), before, after

@@ -1,16 +1,18 @@
-"""Small update steps shared by the algorithms: the trust-region scale, applying a step, the critic fit."""
+"""Update steps shared by the algorithms: advantage normalization, the trust-region scale and line search,
+applying a step, the critic fit."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch as th
 import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
 
-from sb3_natural.common.heads import ActorHead
+from sb3_natural.common.heads import ActorHead, index_obs
 
 
 def natural_step_scale(x: th.Tensor, fx: th.Tensor, target_kl: float) -> float | None:
@@ -35,11 +37,53 @@ def apply_step(head: ActorHead, step: th.Tensor) -> None:
             p.add_(s)
 
 
-def index_obs(obs: Any, idx: th.Tensor) -> Any:
-    """Rows ``idx`` of a tensor or a dict of tensors."""
-    if isinstance(obs, Mapping):
-        return {k: v[idx] for k, v in obs.items()}
-    return obs[idx]
+def normalize_advantages(adv: th.Tensor) -> th.Tensor:
+    """``(A - mean A) / (std A + 1e-8)``, as SB3's PPO/A2C and sb3-contrib's TRPO (unchanged for one sample)."""
+    if adv.numel() <= 1:
+        return adv
+    return (adv - adv.mean()) / (adv.std() + 1e-8)
+
+
+@dataclass(frozen=True)
+class LineSearchResult:
+    """Outcome of :func:`backtracking_line_search`: ``accepted`` False means the parameters were restored."""
+
+    accepted: bool
+    coefficient: float  # the accepted multiple of the full step (0 when none was accepted)
+    objective: float  # the surrogate at the accepted point (the old one when none was accepted)
+    kl: float  # the KL at the accepted point (0 when none was accepted)
+    iterations: int
+
+
+def backtracking_line_search(
+    head: ActorHead,
+    direction: th.Tensor,
+    step_size: float,
+    evaluate: Callable[[], tuple[float, float]],
+    old_objective: float,
+    max_kl: float,
+    shrinking_factor: float = 0.8,
+    max_iter: int = 10,
+) -> LineSearchResult:
+    """Try ``theta_old + (c step_size) direction`` for ``c = 1, f, f^2, ...`` (f = ``shrinking_factor``);
+    accept the first with a finite surrogate above
+    ``old_objective`` and KL below ``max_kl`` (Schulman et al. 2015, TRPO, Appendix C).
+
+    ``evaluate()`` returns ``(surrogate, kl)`` at the actor's current parameters. When no candidate is
+    accepted the actor parameters are restored bit-identically (a copy of the flat vector taken before
+    the first try) and ``accepted`` is False.
+    """
+    with th.no_grad():
+        original = head.flat([p.detach() for p in head.params]).clone()
+        coef = 1.0
+        for i in range(max_iter):
+            head.set_flat(original + (coef * step_size) * direction)
+            objective, kl = evaluate()
+            if math.isfinite(objective) and kl < max_kl and objective > old_objective:
+                return LineSearchResult(True, coef, objective, kl, i + 1)
+            coef *= shrinking_factor
+        head.set_flat(original)
+    return LineSearchResult(False, 0.0, old_objective, 0.0, max_iter)
 
 
 def fit_critic(
@@ -86,7 +130,7 @@ def fit_critic(
             if fixed_features is not None:
                 values = policy.value_net(policy.mlp_extractor.forward_critic(fixed_features[idx])).flatten()
             else:
-                values = policy.predict_values(index_obs(obs, idx)).flatten()
+                values = policy.predict_values(index_obs(obs, idx)).flatten()  # type: ignore[arg-type]
             loss = F.mse_loss(values, returns[idx])
             policy.optimizer.zero_grad()
             loss.backward()

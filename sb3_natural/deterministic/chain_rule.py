@@ -21,7 +21,7 @@ from sb3_natural.common.chain_rule import (
     resolve_transform,
     transform_action_gradient,
 )
-from sb3_natural.common.weighting import check_finite_observations, check_finite_rewards, check_terminal_observations
+from sb3_natural.common.checks import check_finite_observations, check_finite_rewards, check_terminal_observations
 from sb3_natural.deterministic.policies import ACTOR_OUTPUTS, CnnChainPolicy, MlpPolicy, MultiInputChainPolicy
 from sb3_natural.saving import ClearLoadErrorsMixin
 

@@ -1,22 +1,24 @@
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
+from sb3_natural.common.checks import check_at_least_one
 from sb3_natural.common.fisher import AnalyticFVP, DirectFVP, dense_fisher
+from sb3_natural.common.heads import index_obs
 from sb3_natural.common.solvers import conjugate_gradient, dense_solve
-from sb3_natural.common.updates import index_obs, make_optimizer, natural_step_scale
-from sb3_natural.common.weighting import check_at_least_one, check_discount, check_finite_rollout, check_rate
+from sb3_natural.common.updates import (
+    LineSearchResult,
+    backtracking_line_search,
+    natural_step_scale,
+    normalize_advantages,
+)
 from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
-
-SelfFisherTRPO = TypeVar("SelfFisherTRPO", bound="FisherTRPO")
 
 FISHERS = ("analytic", "direct")
 SOLVERS = ("cg", "dense", "auto")
@@ -153,16 +155,9 @@ class FisherTRPO(NaturalOnPolicyAlgorithm):
         if not 0.0 < line_search_shrinking_factor < 1.0:
             raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor}")
         check_at_least_one(
-            n_steps=n_steps,
-            batch_size=batch_size,
-            cg_max_steps=cg_max_steps,
-            line_search_max_iter=line_search_max_iter,
-            sub_sampling_factor=sub_sampling_factor,
+            cg_max_steps=cg_max_steps, line_search_max_iter=line_search_max_iter, sub_sampling_factor=sub_sampling_factor
         )
-        if n_critic_updates < 0:
-            raise ValueError(f"n_critic_updates must be >= 0, got {n_critic_updates}")
-        check_discount(gamma=gamma, gae_lambda=gae_lambda)
-        check_rate("learning_rate", learning_rate)
+        self._check_critic_args(n_critic_updates, batch_size)
         self.batch_size = batch_size
         self.cg_max_steps = cg_max_steps
         self.cg_damping = cg_damping
@@ -180,10 +175,12 @@ class FisherTRPO(NaturalOnPolicyAlgorithm):
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        critic = self._setup_actor_head()
         # Adam over the critic's parameters (sb3-contrib: over all of them, with the actor's gradients
         # cleared first, so the same ones move), with the same learning rate and hyperparameters.
-        self.policy.optimizer = make_optimizer(self.policy, [{"params": critic, "lr": self.lr_schedule(1.0)}])
+        self._setup_critic()
+
+    def _group_schedules(self) -> list[Schedule]:
+        return [self.lr_schedule]  # as sb3-contrib: learning_rate is the critic's Adam rate
 
     def _use_dense(self) -> bool:
         return self.solver == "dense" or (self.solver == "auto" and self._head.num_params <= DENSE_MAX_PARAMS)
@@ -191,31 +188,18 @@ class FisherTRPO(NaturalOnPolicyAlgorithm):
     def train(self) -> None:
         """One trust-region step of the actor, then the critic epochs."""
         self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
-        buf = self.rollout_buffer
-        check_finite_rollout(buf.observations, buf.rewards)
-        data = next(buf.get(batch_size=None))
-        obs, actions, old_log_prob, adv = data.observations, data.actions, data.old_log_prob, data.advantages
+        self._update_schedules()
+        data, actions, adv = self._rollout_batch(normalize_advantage=False)
+        obs: Any = data.observations
+        old_log_prob = data.old_log_prob
         if self.sub_sampling_factor > 1:
             idx = th.arange(0, adv.shape[0], self.sub_sampling_factor, device=adv.device)
             obs, actions, old_log_prob, adv = index_obs(obs, idx), actions[idx], old_log_prob[idx], adv[idx]
-        if isinstance(self.action_space, spaces.Discrete):
-            actions = actions.long().flatten()
-        if self.normalize_advantage and adv.numel() > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-
+        if self.normalize_advantage:  # after sub-sampling, as sb3-contrib
+            adv = normalize_advantages(adv)
         stats = self.trust_region_step(obs, actions, old_log_prob, adv)
-
         value_loss = self._fit_critic(data.observations, data.returns)
-        self._n_updates += 1
-        ev = explained_variance(buf.values.flatten(), buf.returns.flatten())
-        for key, value in stats.items():
-            self.logger.record(f"train/{key}", value)
-        self.logger.record("train/value_loss", value_loss)
-        self.logger.record("train/explained_variance", ev)
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        if hasattr(self.policy, "log_std"):
-            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self._record_update(stats, value_loss, self._rollout_explained_variance())
 
     def trust_region_step(
         self, obs: Any, actions: th.Tensor, old_log_prob: th.Tensor, adv: th.Tensor
@@ -243,62 +227,36 @@ class FisherTRPO(NaturalOnPolicyAlgorithm):
                 x = dense_solve(f, g, self.cg_damping)
             except ValueError:
                 x = th.full_like(g, float("nan"))
-            stats.update(solver="dense", cg_iterations=0.0)
+            stats.update(solver="dense", solver_iterations=1.0)
         else:
             res = conjugate_gradient(fvp, g, max_iter=self.cg_max_steps)
             x = res.x
-            stats.update(solver="cg", cg_residual=res.residual_norm, cg_iterations=float(res.iterations))
-            stats["cg_breakdown"] = float(res.breakdown)
+            stats.update(solver="cg", solver_residual=res.residual_norm, solver_iterations=float(res.iterations))
+            stats["solver_breakdown"] = float(res.breakdown)
 
-        original = [p.detach().clone() for p in head.params]
         step_scale = natural_step_scale(x, fvp(x), self.target_kl) if bool(th.isfinite(x).all()) else None
-        success = False
-        objective = objective.detach()
-        new_objective, kl = float(objective), 0.0
+        objective_value = float(objective.detach())
+        result = LineSearchResult(False, 0.0, objective_value, 0.0, 0)
         if step_scale is not None:
-            coef = 1.0
-            with th.no_grad():
-                for _ in range(self.line_search_max_iter):
-                    for p, p0, dx in zip(head.params, original, head.unflat(x), strict=True):
-                        p.copy_(p0 + coef * step_scale * dx)
-                    z_new = head(obs)
-                    new_obj = float((adv * th.exp(dist.log_prob(z_new, actions) - old_log_prob)).mean())
-                    kl = float(dist.kl(z_old, z_new, conv).mean())
-                    if np.isfinite(new_obj) and kl < self.target_kl and new_obj > float(objective):
-                        success, new_objective = True, new_obj
-                        break
-                    coef *= self.line_search_shrinking_factor
-        if not success:
-            with th.no_grad():
-                for p, p0 in zip(head.params, original, strict=True):
-                    p.copy_(p0)
-            kl = 0.0
-            if step_scale is None:
-                self.logger.record("train/line_search_skip_reason", "search direction not finite or x^T F x <= 0")
-        step_norm = float((head.flat([p.detach() for p in head.params]) - head.flat(original)).norm())
+
+            def evaluate() -> tuple[float, float]:
+                z_new = head(obs)
+                surrogate = float((adv * th.exp(dist.log_prob(z_new, actions) - old_log_prob)).mean())
+                return surrogate, float(dist.kl(z_old, z_new, conv).mean())
+
+            result = backtracking_line_search(
+                head, x, step_scale, evaluate, objective_value, self.target_kl,
+                self.line_search_shrinking_factor, self.line_search_max_iter,
+            )  # fmt: skip
+        else:
+            self.logger.record("train/line_search_skip_reason", "search direction not finite or x^T F x <= 0")
         stats.update(
-            policy_objective=float(objective),
-            surrogate_improvement=new_objective - float(objective),
-            kl_divergence_loss=kl,
-            is_line_search_success=float(success),
-            step_norm=step_norm,
+            policy_objective=objective_value,
+            surrogate_improvement=result.objective - objective_value,
+            kl=result.kl,
+            kl_divergence_loss=result.kl,  # sb3-contrib's name for the same number
+            is_line_search_success=float(result.accepted),
+            line_search_iterations=float(result.iterations),
+            step_norm=abs(result.coefficient * (step_scale or 0.0)) * float(x.norm()) if result.accepted else 0.0,
         )
         return stats
-
-    def learn(
-        self: SelfFisherTRPO,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 1,
-        tb_log_name: str = "FisherTRPO",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfFisherTRPO:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )

@@ -1,30 +1,22 @@
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, explained_variance
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import FloatSchedule
 
+from sb3_natural.common.checks import check_at_least_one, check_rate
 from sb3_natural.common.fisher import AnalyticFVP, EmpiricalFVP
 from sb3_natural.common.scores import empty_output, per_sample_scores
-from sb3_natural.common.solvers import compatible_least_squares, conjugate_gradient
-from sb3_natural.common.updates import apply_step, make_optimizer, natural_step_scale
-from sb3_natural.common.weighting import (
-    check_at_least_one,
-    check_discount,
-    check_finite_rollout,
-    check_rate,
-    discount_weights,
-    episode_times,
-)
+from sb3_natural.common.solvers import compatible_least_squares, compatible_sgd, conjugate_gradient
+from sb3_natural.common.updates import apply_step, natural_step_scale
+from sb3_natural.common.weighting import discount_weights, episode_times
 from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
-
-SelfNAC = TypeVar("SelfNAC", bound="NAC")
 
 SOLVERS = ("lstsq", "cg", "sgd")
 FISHERS = ("empirical", "analytic")
@@ -156,22 +148,13 @@ class NAC(NaturalOnPolicyAlgorithm):
             raise ValueError(f"ridge must be > 0, got {ridge}")
         if target_kl is not None and not target_kl > 0:
             raise ValueError(f"target_kl must be > 0 or None, got {target_kl}")
-        check_at_least_one(
-            n_steps=n_steps,
-            batch_size=batch_size,
-            cg_max_steps=cg_max_steps,
-            sgd_epochs=sgd_epochs,
-            sgd_batch_size=sgd_batch_size,
-        )
-        if n_critic_updates < 0:
-            raise ValueError(f"n_critic_updates must be >= 0, got {n_critic_updates}")
-        check_discount(gamma=gamma, gae_lambda=gae_lambda)
+        check_at_least_one(cg_max_steps=cg_max_steps, sgd_epochs=sgd_epochs, sgd_batch_size=sgd_batch_size)
+        self._check_critic_args(n_critic_updates, batch_size)
         if discount_weighting and solver == "cg" and fisher == "analytic":
             raise ValueError(
                 "discount_weighting=True with solver='cg' needs fisher='empirical' (the analytic Fisher has no "
                 "per-sample weights); or use solver='lstsq' or 'sgd'"
             )
-        check_rate("learning_rate", learning_rate)
         check_rate("critic_learning_rate", critic_learning_rate)
         check_rate("sgd_learning_rate", sgd_learning_rate)
         if not cg_residual_tol >= 0:
@@ -199,9 +182,7 @@ class NAC(NaturalOnPolicyAlgorithm):
     def _setup_model(self) -> None:
         super()._setup_model()
         self.critic_lr_schedule = FloatSchedule(self.critic_learning_rate)
-        critic_params = self._setup_actor_head()
-        # The policy's optimizer trains the value function only; the actor moves along w.
-        self.policy.optimizer = make_optimizer(self.policy, [{"params": critic_params, "lr": self.critic_lr_schedule(1.0)}])
+        self._setup_critic()  # the policy's optimizer trains the value function only; the actor moves along w
         self._w: th.Tensor | None = None  # warm start of the "sgd" solver (and "cg" with cg_warm_start)
         self._episode_t = np.full(self.n_envs, -1, dtype=np.int64)
         self._scores_buffer: th.Tensor | None = None
@@ -209,48 +190,30 @@ class NAC(NaturalOnPolicyAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_scores_buffer"]
 
+    def _group_schedules(self) -> list[Schedule]:
+        return [self.critic_lr_schedule]  # learning_rate is the actor's step size, not an optimizer rate
+
     # ------------------------------------------------------------------ train
     def train(self) -> None:
         """Update the value function and move the actor along the natural gradient w."""
         self.policy.set_training_mode(True)
+        self._update_schedules()
         buf = self.rollout_buffer
-        check_finite_rollout(buf.observations, buf.rewards)
-        self._update_learning_rate([])  # records train/learning_rate
-        for group in self.policy.optimizer.param_groups:
-            group["lr"] = self.critic_lr_schedule(self._current_progress_remaining)
-
         weights_np = None
         if self.discount_weighting:
             times = episode_times(buf.episode_starts, self._episode_t)
             self._episode_t = times[-1].copy()
             weights_np = discount_weights(times, self.gamma)
-
-        data = next(buf.get(batch_size=None))
-        n = data.advantages.shape[0]
-        adv = data.advantages
-        if self.normalize_advantage and n > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        data, actions, adv = self._rollout_batch(self.normalize_advantage)
         weights = None
         if weights_np is not None:
             # buffer.get() flattens [T, E] env-major (swap_and_flatten); do the same.
             weights = th.as_tensor(weights_np.swapaxes(0, 1).reshape(-1), dtype=adv.dtype, device=adv.device)
-        actions = data.actions
-        if isinstance(self.action_space, spaces.Discrete):
-            actions = actions.long().flatten()
 
         w, stats = self._natural_gradient(data.observations, actions, adv, weights)
         step_info = self._actor_step(data.observations, w)
         value_loss = self._fit_critic(data.observations, data.returns)
-
-        self._n_updates += 1
-        ev = explained_variance(buf.values.flatten(), buf.returns.flatten())
-        for key, value in {**stats, **step_info}.items():
-            self.logger.record(f"train/{key}", value)
-        self.logger.record("train/value_loss", value_loss)
-        self.logger.record("train/explained_variance", ev)
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        if hasattr(self.policy, "log_std"):
-            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self._record_update({**stats, **step_info}, value_loss, self._rollout_explained_variance())
 
     def _natural_gradient(
         self, obs: Any, actions: th.Tensor, adv: th.Tensor, weights: th.Tensor | None
@@ -293,10 +256,14 @@ class NAC(NaturalOnPolicyAlgorithm):
             res = conjugate_gradient(fvp, g, self.cg_max_steps, self.cg_residual_tol, x0=x0)
             w = res.x
             stats.update(solver_residual=res.residual_norm, solver_iterations=float(res.iterations))
-            stats["cg_breakdown"] = float(res.breakdown)
+            stats["solver_breakdown"] = float(res.breakdown)
         else:
             assert psi is not None
-            w, loss_before, loss_after = self._sgd_solve(psi, adv, c, g)
+            w, loss_before, loss_after = compatible_sgd(
+                psi, adv, self.ridge, weights=weights, w0=self._warm_start(g), epochs=self.sgd_epochs,
+                batch_size=self.sgd_batch_size, learning_rate=self.sgd_learning_rate,
+                generator=th.Generator(device="cpu").manual_seed(int(self._n_updates)),
+            )  # fmt: skip
             stats.update(compatible_loss_before=loss_before, compatible_loss_after=loss_after)
             stats["solver_iterations"] = float(self.sgd_epochs * int(np.ceil(n / self.sgd_batch_size)))
 
@@ -314,31 +281,6 @@ class NAC(NaturalOnPolicyAlgorithm):
         if w is not None and w.shape == g.shape and w.dtype == g.dtype and w.device == g.device and th.isfinite(w).all():
             return self._w
         return None
-
-    def _sgd_solve(self, psi: th.Tensor, adv: th.Tensor, c: th.Tensor, g: th.Tensor) -> tuple[th.Tensor, float, float]:
-        """Seed 000's fast timescale: Adam on L(w) = mean c (psi . w - A)^2 + ridge |w|^2, warm-started."""
-        n = psi.shape[0]
-        w0 = self._warm_start(g)
-        w = (th.zeros_like(g) if w0 is None else w0.clone()).requires_grad_(True)
-        opt = th.optim.Adam([w], lr=self.sgd_learning_rate)
-
-        def loss_on(idx: th.Tensor | slice) -> th.Tensor:
-            return (c[idx] * (psi[idx] @ w - adv[idx]) ** 2).mean() + self.ridge * (w * w).sum()
-
-        with th.enable_grad():
-            with th.no_grad():
-                before = float(loss_on(slice(None)))
-            gen = th.Generator(device="cpu").manual_seed(int(self._n_updates))
-            for _ in range(self.sgd_epochs):
-                perm = th.randperm(n, generator=gen).to(psi.device)
-                for start in range(0, n, self.sgd_batch_size):
-                    opt.zero_grad()
-                    loss = loss_on(perm[start : start + self.sgd_batch_size])
-                    loss.backward()
-                    opt.step()
-            with th.no_grad():
-                after = float(loss_on(slice(None)))
-        return w.detach(), before, after
 
     def _actor_step(self, obs: Any, w: th.Tensor) -> dict[str, float]:
         """theta += alpha * w, or the KL-normalized step; a degenerate w skips the step."""
@@ -366,21 +308,3 @@ class NAC(NaturalOnPolicyAlgorithm):
             kl = head.dist.kl(z_old, head(obs)).mean()
         info.update(step_norm=float(step.norm()), kl=float(kl), step_scale=scale)
         return info
-
-    def learn(
-        self: SelfNAC,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 1,
-        tb_log_name: str = "NAC",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfNAC:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )

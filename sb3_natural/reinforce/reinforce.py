@@ -12,9 +12,9 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_natural.common.checks import check_finite_observations, check_finite_rewards, check_rate
 from sb3_natural.common.returns import Episode, EpisodeStore, episode_weights
-from sb3_natural.common.updates import make_optimizer
-from sb3_natural.common.weighting import check_discount, check_finite_observations, check_finite_rewards, check_rate
+from sb3_natural.common.updates import normalize_advantages
 from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
 
 SelfREINFORCE = TypeVar("SelfREINFORCE", bound="REINFORCE")
@@ -98,8 +98,6 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
     ):
         if n_episodes is not None and n_episodes < 1:
             raise ValueError(f"n_episodes must be >= 1 or None, got {n_episodes}")
-        if n_steps < 1:
-            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
         super().__init__(
             policy,
             env,
@@ -127,15 +125,12 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
             raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
         if loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
-        check_discount(gamma=gamma)
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
         if ent_coef < 0:
             raise ValueError(f"ent_coef must be >= 0, got {ent_coef}")
-        check_rate("learning_rate", learning_rate)
         check_rate("critic_learning_rate", critic_learning_rate)
-        if n_critic_updates < 0 or batch_size < 1:
-            raise ValueError(f"n_critic_updates must be >= 0 and batch_size >= 1, got {n_critic_updates}, {batch_size}")
+        self._check_critic_args(n_critic_updates, batch_size)
         self.n_episodes = n_episodes
         self.baseline = baseline
         self.reward_to_go = reward_to_go
@@ -155,19 +150,15 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
         super()._setup_model()
         self.n_steps = n_steps
         self.critic_lr_schedule = FloatSchedule(self.critic_learning_rate)
-        critic = self._setup_actor_head()
         # One optimizer, two groups: the actor (learning_rate) and the value head (critic_learning_rate).
-        self.policy.optimizer = make_optimizer(
-            self.policy,
-            [
-                {"params": self._head.params, "lr": self.lr_schedule(1.0)},
-                {"params": critic, "lr": self.critic_lr_schedule(1.0)},
-            ],
-        )
+        self._setup_critic(actor_group=True)
         self._episodes = EpisodeStore(self.n_envs)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_episodes"]
+
+    def _group_schedules(self) -> list[Schedule]:
+        return [self.lr_schedule, self.critic_lr_schedule]
 
     # ------------------------------------------------------------- collection
     def collect_rollouts(
@@ -245,19 +236,14 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
     def train(self) -> None:
         """One policy-gradient step on all finished episodes (skipped when there are none)."""
         self.policy.set_training_mode(True)
-        progress = self._current_progress_remaining
-        self.logger.record("train/learning_rate", self.lr_schedule(progress))
-        actor_group, critic_group = self.policy.optimizer.param_groups
-        actor_group["lr"] = self.lr_schedule(progress)
-        critic_group["lr"] = self.critic_lr_schedule(progress)
+        self._update_schedules()
         episodes = self._episodes.pop_finished()
         self.logger.record("train/n_episodes", len(episodes))
         if not episodes:
             self.logger.record("train/update_skipped", 1)
             return
         obs, actions, returns = self._batch(episodes)
-        if isinstance(self.action_space, spaces.Discrete):
-            actions = actions.long().flatten()
+        actions = self._flat_actions(actions)
 
         if self.baseline == "value":
             with th.no_grad():
@@ -267,8 +253,8 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
         else:
             b = th.zeros_like(returns)
         weights = returns - b
-        if self.normalize_returns and weights.numel() > 1:
-            weights = (weights - weights.mean()) / (weights.std() + 1e-8)
+        if self.normalize_returns:
+            weights = normalize_advantages(weights)
 
         head = self._head
         z = head(obs)
@@ -284,22 +270,19 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
         )
         self.policy.optimizer.step()
 
-        value_loss = 0.0
+        value_loss, ev = 0.0, None
         if self.baseline == "value":
             value_loss = self._fit_critic(obs, returns)
-            with th.no_grad():
-                self.logger.record("train/explained_variance", explained_variance(b.cpu().numpy(), returns.cpu().numpy()))
-        self._n_updates += 1
-        self.logger.record("train/policy_loss", policy_loss.item())
-        self.logger.record("train/entropy_loss", -entropy.item())
-        self.logger.record("train/value_loss", value_loss)
-        self.logger.record("train/grad_norm", float(grad_norm))
-        self.logger.record("train/mean_return", returns.mean().item())
-        self.logger.record("train/n_steps_in_update", int(returns.numel()))
-        self.logger.record("train/update_skipped", 0)
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        if hasattr(self.policy, "log_std"):
-            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+            ev = float(explained_variance(b.cpu().numpy(), returns.cpu().numpy()))
+        stats = {
+            "policy_loss": policy_loss.item(),
+            "entropy_loss": -entropy.item(),
+            "grad_norm": float(grad_norm),
+            "mean_return": returns.mean().item(),
+            "n_steps_in_update": int(returns.numel()),
+            "update_skipped": 0,
+        }
+        self._record_update(stats, value_loss, ev)
 
     def learn(
         self: SelfREINFORCE,
@@ -312,11 +295,4 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
     ) -> SelfREINFORCE:
         if reset_num_timesteps:
             self._episodes = EpisodeStore(self.n_envs)  # the envs are reset: drop partial episodes
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
+        return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
