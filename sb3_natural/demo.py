@@ -27,6 +27,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_natural import NAC
 from sb3_natural.configs import load_zoo_entry
+from sb3_natural.registry import REGISTRY
 
 
 class EvalCurve(BaseCallback):
@@ -68,7 +69,8 @@ def build(seed: int = DEFAULT_SEED) -> tuple[NAC, Any, int]:
     policy = hp.pop("policy", "MlpPolicy")
     env = make_vec_env(ENV_ID, n_envs=n_envs, seed=seed)
     eval_env = make_vec_env(ENV_ID, n_envs=1, seed=seed + 1000)
-    return NAC(policy, env, seed=seed, device="cpu", **hp), eval_env, n_timesteps
+    model: NAC = REGISTRY["nac"].cls(policy, env, seed=seed, device="cpu", **hp)
+    return model, eval_env, n_timesteps
 
 
 def main() -> None:

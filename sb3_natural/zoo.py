@@ -1,4 +1,4 @@
-"""rl-zoo3 integration: register our algorithms, their YAML configs and their Optuna samplers.
+"""rl-zoo3 integration: register the keys of :mod:`sb3_natural.registry` and run rl-zoo3's CLI.
 
 rl-zoo3 has no plugin mechanism: its ``ALGOS``, ``HYPERPARAMS_SAMPLER`` and
 ``HYPERPARAMS_CONVERTER`` dicts are module-level, and ``train``/``enjoy`` read them at call
@@ -10,172 +10,11 @@ time. :func:`register` adds our keys to them; :func:`with_default_config` adds
 from __future__ import annotations
 
 import sys
-from typing import Any
-
-from torch import nn
 
 from sb3_natural.configs import zoo_config_file
-from sb3_natural.deterministic import DDPG, TD3
-from sb3_natural.fisher_trpo import FisherTRPO
-from sb3_natural.nac import NAC
-from sb3_natural.reinforce import REINFORCE
+from sb3_natural.registry import REGISTRY, ZOO_ALGOS
 
-#: Our zoo keys and the classes they train.
-ZOO_ALGOS: dict[str, Any] = {
-    "nac": NAC,
-    "fisher_trpo": FisherTRPO,
-    "reinforce": REINFORCE,
-    "ddpg_ig": DDPG,
-    "td3_ig": TD3,
-    "td3_ig_tanh": TD3,
-}
-# td3_ig_tanh is td3_ig's config with the tanh actor kept (zoo_configs/td3_ig_tanh.yml): same class.
-
-_NET_ARCH = {
-    "tiny": {"pi": [64], "vf": [64]},
-    "small": {"pi": [64, 64], "vf": [64, 64]},
-    "medium": {"pi": [256, 256], "vf": [256, 256]},
-}
-_ACTIVATION = {"tanh": nn.Tanh, "relu": nn.ReLU}
-
-
-def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
-    return {"net_arch": _NET_ARCH[raw["net_arch"]], "activation_fn": _ACTIVATION[raw["activation_fn"]]}
-
-
-def convert_nac_params(raw: dict[str, Any]) -> dict[str, Any]:
-    """Optuna trial parameters -> NAC hyperparameters."""
-    return {
-        "n_steps": 2 ** raw["n_steps_pow"],
-        "batch_size": 2 ** raw["batch_size_pow"],
-        "gamma": 1 - raw["one_minus_gamma"],
-        "gae_lambda": 1 - raw["one_minus_gae_lambda"],
-        "solver": raw["solver"],
-        "ridge": raw["ridge"],
-        "target_kl": raw["target_kl"],
-        "n_critic_updates": raw["n_critic_updates"],
-        "policy_kwargs": _policy_kwargs(raw),
-    }
-
-
-def sample_nac_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
-    """Optuna search space of NAC: solver, ridge (damping), target_kl, n_steps, gae_lambda, critic epochs."""
-    raw = {
-        "n_steps_pow": trial.suggest_int("n_steps_pow", 8, 11),
-        "batch_size_pow": trial.suggest_int("batch_size_pow", 5, 8),
-        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True),
-        "one_minus_gae_lambda": trial.suggest_float("one_minus_gae_lambda", 0.001, 0.1, log=True),
-        "solver": trial.suggest_categorical("solver", ["lstsq", "cg"]),
-        "ridge": trial.suggest_float("ridge", 1e-4, 1.0, log=True),
-        "target_kl": trial.suggest_float("target_kl", 0.002, 0.05, log=True),
-        "n_critic_updates": trial.suggest_int("n_critic_updates", 5, 20),
-        "net_arch": trial.suggest_categorical("net_arch", ["tiny", "small"]),
-        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
-    }
-    return convert_nac_params(raw)
-
-
-def convert_fisher_trpo_params(raw: dict[str, Any]) -> dict[str, Any]:
-    """Optuna trial parameters -> FisherTRPO hyperparameters."""
-    return {
-        "n_steps": 2 ** raw["n_steps_pow"],
-        "batch_size": 2 ** raw["batch_size_pow"],
-        "gamma": 1 - raw["one_minus_gamma"],
-        "gae_lambda": 1 - raw["one_minus_gae_lambda"],
-        "learning_rate": raw["learning_rate"],
-        "n_critic_updates": raw["n_critic_updates"],
-        "cg_max_steps": raw["cg_max_steps"],
-        "cg_damping": raw["cg_damping"],
-        "target_kl": raw["target_kl"],
-        "policy_kwargs": _policy_kwargs(raw),
-    }
-
-
-def sample_fisher_trpo_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
-    """Optuna search space of FisherTRPO: damping, target_kl, CG steps, n_steps, gae_lambda, critic."""
-    raw = {
-        "n_steps_pow": trial.suggest_int("n_steps_pow", 8, 12),
-        "batch_size_pow": trial.suggest_int("batch_size_pow", 5, 10),
-        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True),
-        "one_minus_gae_lambda": trial.suggest_float("one_minus_gae_lambda", 0.001, 0.1, log=True),
-        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 0.002, log=True),
-        "n_critic_updates": trial.suggest_int("n_critic_updates", 5, 30),
-        "cg_max_steps": trial.suggest_int("cg_max_steps", 5, 30),
-        "cg_damping": trial.suggest_float("cg_damping", 1e-3, 0.5, log=True),
-        "target_kl": trial.suggest_float("target_kl", 0.001, 0.1, log=True),
-        "net_arch": trial.suggest_categorical("net_arch", ["small", "medium"]),
-        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
-    }
-    return convert_fisher_trpo_params(raw)
-
-
-def convert_reinforce_params(raw: dict[str, Any]) -> dict[str, Any]:
-    """Optuna trial parameters -> REINFORCE hyperparameters."""
-    return {
-        "learning_rate": raw["learning_rate"],
-        "n_episodes": raw["n_episodes"],
-        "gamma": 1 - raw["one_minus_gamma"],
-        "baseline": None if raw["baseline"] == "none" else raw["baseline"],
-        "normalize_returns": raw["normalize_returns"],
-        "ent_coef": raw["ent_coef"],
-        "policy_kwargs": _policy_kwargs(raw),
-    }
-
-
-def sample_reinforce_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
-    """Optuna search space of REINFORCE: learning rate, episodes per update, baseline, normalization."""
-    raw = {
-        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
-        "n_episodes": trial.suggest_int("n_episodes", 1, 32, log=True),
-        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True),
-        "baseline": trial.suggest_categorical("baseline", ["none", "mean", "value"]),
-        "normalize_returns": trial.suggest_categorical("normalize_returns", [False, True]),
-        "ent_coef": trial.suggest_float("ent_coef", 1e-8, 0.01, log=True),
-        "net_arch": trial.suggest_categorical("net_arch", ["tiny", "small"]),
-        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
-    }
-    return convert_reinforce_params(raw)
-
-
-def sample_td3_ig_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
-    """rl-zoo3's TD3 search space plus the action-gradient transform and the actor output."""
-    from rl_zoo3.hyperparams_opt import sample_td3_params
-
-    params = sample_td3_params(trial, n_actions, n_envs, additional_args)
-    params["action_grad_transform"] = trial.suggest_categorical("action_grad_transform", ["none", "invert"])
-    params["actor_output"] = trial.suggest_categorical("actor_output", ["tanh", "linear"])
-    return convert_td3_ig_params(params)
-
-
-def convert_td3_ig_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Trial parameters -> TD3/DDPG hyperparameters ("none" stands for None in the study storage)."""
-    from rl_zoo3.hyperparams_opt import convert_offpolicy_params
-
-    extra = {k: params.pop(k) for k in ("action_grad_transform", "actor_output") if k in params}
-    out = params if "policy_kwargs" in params else convert_offpolicy_params(params)
-    if "action_grad_transform" in extra:
-        out["action_grad_transform"] = None if extra["action_grad_transform"] == "none" else extra["action_grad_transform"]
-    if "actor_output" in extra:
-        out["actor_output"] = extra["actor_output"]
-    return out
-
-
-SAMPLERS = {
-    "nac": sample_nac_params,
-    "fisher_trpo": sample_fisher_trpo_params,
-    "reinforce": sample_reinforce_params,
-    "td3_ig": sample_td3_ig_params,
-    "ddpg_ig": sample_td3_ig_params,
-    "td3_ig_tanh": sample_td3_ig_params,
-}
-CONVERTERS = {
-    "nac": convert_nac_params,
-    "fisher_trpo": convert_fisher_trpo_params,
-    "reinforce": convert_reinforce_params,
-    "td3_ig": convert_td3_ig_params,
-    "ddpg_ig": convert_td3_ig_params,
-    "td3_ig_tanh": convert_td3_ig_params,
-}
+__all__ = ["REGISTRY", "ZOO_ALGOS", "register", "run_zoo", "with_default_config"]
 
 
 def register() -> None:
@@ -183,9 +22,10 @@ def register() -> None:
     from rl_zoo3 import utils
     from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 
-    utils.ALGOS.update(ZOO_ALGOS)
-    HYPERPARAMS_SAMPLER.update(SAMPLERS)
-    HYPERPARAMS_CONVERTER.update(CONVERTERS)
+    for key, entry in REGISTRY.items():
+        utils.ALGOS[key] = entry.cls
+        HYPERPARAMS_SAMPLER[key] = entry.sampler
+        HYPERPARAMS_CONVERTER[key] = entry.converter  # type: ignore[assignment]
 
 
 def _flag_value(argv: list[str], *names: str) -> str | None:

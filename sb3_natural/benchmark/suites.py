@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sb3_natural.registry import REGISTRY
+
 
 @dataclass(frozen=True)
 class Suite:
@@ -14,7 +16,7 @@ class Suite:
     seeds: tuple[int, ...]
 
 
-OURS = ("nac", "fisher_trpo", "reinforce")
+OURS = tuple(key for key, entry in REGISTRY.items() if entry.in_suites)
 REFERENCES = ("a2c", "ppo", "trpo")
 
 SUITES: dict[str, Suite] = {

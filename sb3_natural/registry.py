@@ -1,0 +1,42 @@
+"""The one table of this package's algorithm keys: the class each trains, its Optuna sampler and converter,
+and whether the benchmark suites run it. ``train``, ``enjoy``, ``-optimize``, the demo and the benchmark
+all read it; adding an algorithm is one row here (see CONTRIBUTING.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sb3_natural import samplers
+from sb3_natural.deterministic import DDPG, TD3
+from sb3_natural.fisher_trpo import FisherTRPO
+from sb3_natural.nac import NAC
+from sb3_natural.reinforce import REINFORCE
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One zoo key: ``cls`` trains it with ``zoo_configs/<key>.yml``; ``sampler``/``converter`` are its
+    Optuna search space (rl-zoo3's contracts); ``in_suites``: the benchmark suites include it."""
+
+    cls: type
+    sampler: Callable[..., dict[str, Any]]
+    converter: Callable[[dict[str, Any]], dict[str, Any]]
+    in_suites: bool = False
+
+
+REGISTRY: dict[str, ZooEntry] = {
+    "nac": ZooEntry(NAC, samplers.sample_nac_params, samplers.convert_nac_params, in_suites=True),
+    "fisher_trpo": ZooEntry(
+        FisherTRPO, samplers.sample_fisher_trpo_params, samplers.convert_fisher_trpo_params, in_suites=True
+    ),
+    "reinforce": ZooEntry(REINFORCE, samplers.sample_reinforce_params, samplers.convert_reinforce_params, in_suites=True),
+    "td3_ig": ZooEntry(TD3, samplers.sample_td3_ig_params, samplers.convert_td3_ig_params),
+    # td3_ig's values with SB3's tanh actor kept (zoo_configs/td3_ig_tanh.yml): same class
+    "td3_ig_tanh": ZooEntry(TD3, samplers.sample_td3_ig_params, samplers.convert_td3_ig_params),
+    "ddpg_ig": ZooEntry(DDPG, samplers.sample_td3_ig_params, samplers.convert_td3_ig_params),
+}
+
+#: key -> class, as rl-zoo3's ``ALGOS`` holds them
+ZOO_ALGOS: dict[str, type] = {key: entry.cls for key, entry in REGISTRY.items()}
