@@ -20,9 +20,13 @@ class ModelCase:
     kwargs: dict[str, Any] = field(default_factory=dict)
     steps: int = 64  # enough for at least one update
 
-    def build(self, env: Any = None, **extra: Any) -> Any:
+    @property
+    def off_policy(self) -> bool:
+        return self.cls in (TD3, DDPG)
+
+    def build(self, env: Any = None, policy: str = "MlpPolicy", **extra: Any) -> Any:
         kwargs = {"seed": 0, "device": "cpu", "policy_kwargs": {"net_arch": [16]}, **self.kwargs, **extra}
-        return self.cls("MlpPolicy", self.env_id if env is None else env, **kwargs)
+        return self.cls(policy, self.env_id if env is None else env, **kwargs)
 
 
 ON_POLICY_CASES = [

@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.envs import IdentityEnvBox, IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -138,24 +136,6 @@ def test_bandit_gradient_unbiased_and_baseline_lowers_variance():
     assert var_base < 0.5 * var_none and var_mean < 0.5 * var_none
 
 
-ENVS = {
-    "discrete": "CartPole-v1",
-    "box": lambda: IdentityEnvBox(ep_length=8),
-    "multidiscrete": lambda: IdentityEnvMultiDiscrete(dim=2, ep_length=8),
-    "multibinary": lambda: IdentityEnvMultiBinary(dim=3, ep_length=8),
-}
-
-
-@pytest.mark.parametrize("kind", list(ENVS))
-@pytest.mark.parametrize("baseline", [None, "mean", "value"])
-def test_run_every_space_and_baseline(kind, baseline):
-    env = make_vec_env(ENVS[kind], n_envs=2, seed=0)
-    model = REINFORCE("MlpPolicy", env, n_episodes=2, baseline=baseline, seed=0, device="cpu", policy_kwargs={"net_arch": [8]})
-    model.learn(100)
-    assert model._n_updates >= 1
-    assert all(th.isfinite(p).all() for p in model.policy.parameters())
-
-
 def test_options_run():
     model = REINFORCE(
         "MlpPolicy", "Pendulum-v1", n_episodes=1, use_sde=True, reward_to_go=False, normalize_returns=True,
@@ -163,30 +143,6 @@ def test_options_run():
     )  # fmt: skip
     model.learn(400)
     assert model._n_updates == 2
-
-
-def test_save_load_round_trip(tmp_path):
-    model = REINFORCE("MlpPolicy", "CartPole-v1", n_episodes=2, seed=0, device="cpu")
-    model.learn(300)
-    obs = model.get_env().reset()
-    actions, _ = model.predict(obs, deterministic=True)
-    model.save(tmp_path / "rf")
-    loaded = REINFORCE.load(tmp_path / "rf", env=model.get_env(), device="cpu")
-    for a, b in zip(model.policy.state_dict().values(), loaded.policy.state_dict().values(), strict=True):
-        assert th.equal(a, b)
-    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
-    n = loaded._n_updates
-    loaded.learn(300, reset_num_timesteps=False)
-    assert loaded._n_updates > n
-
-
-def test_same_seed_same_result():
-    params = []
-    for _ in range(2):
-        model = REINFORCE("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=5), n_episodes=4, seed=5, device="cpu")
-        model.learn(500)
-        params.append(th.cat([p.detach().flatten() for p in model.policy.parameters()]))
-    assert th.equal(params[0], params[1])
 
 
 @pytest.mark.parametrize(

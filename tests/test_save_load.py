@@ -30,6 +30,10 @@ def test_save_load_round_trip_with_build_kwargs(case: ModelCase, tmp_path):
     space = loaded.action_space
     assert all(space.contains(np.asarray(a, dtype=space.dtype)) for a in loaded_actions)
 
+    if not case.off_policy:  # the actor view is rebuilt over the loaded policy's own parameters
+        loaded_ids = {id(p) for p in loaded.policy.parameters()}
+        assert {id(p) for p in loaded._head.params} <= loaded_ids
+        assert all(id(p) in loaded_ids for g in loaded.policy.optimizer.param_groups for p in g["params"])
     loaded.learn(case.steps, reset_num_timesteps=False)
     assert loaded._n_updates > n_updates
     assert all(th.isfinite(p).all() for p in loaded.policy.parameters())

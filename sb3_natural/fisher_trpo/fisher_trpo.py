@@ -24,6 +24,10 @@ FISHERS = ("analytic", "direct")
 SOLVERS = ("cg", "dense", "auto")
 KL_CONVENTIONS = ("sum", "mean")
 
+#: ``solver="dense"`` builds the P x P Fisher: refused above this many actor parameters (4 x 10^8
+#: entries, 1.6 GB in float32), where CG is also orders of magnitude faster (see DENSE_MAX_PARAMS).
+DENSE_LIMIT_PARAMS = 20_000
+
 #: ``solver="auto"`` solves exactly with the dense Fisher when the actor has at most this many
 #: parameters, else by CG. Measured crossover (benchmarks/bench_trpo.py --crossover, CartPole,
 #: N = 1024, 15 CG products, one thread): dense is 0.6x the time of CG at P = 50, 1.4x at P = 130,
@@ -178,6 +182,11 @@ class FisherTRPO(NaturalOnPolicyAlgorithm):
         # Adam over the critic's parameters (sb3-contrib: over all of them, with the actor's gradients
         # cleared first, so the same ones move), with the same learning rate and hyperparameters.
         self._setup_critic()
+        if self.solver == "dense" and self._head.num_params > DENSE_LIMIT_PARAMS:
+            raise ValueError(
+                f"solver='dense' builds the P x P Fisher, and this actor has P = {self._head.num_params} parameters "
+                f"(limit {DENSE_LIMIT_PARAMS}); use solver='cg' or 'auto'"
+            )
 
     def _group_schedules(self) -> list[Schedule]:
         return [self.lr_schedule]  # as sb3-contrib: learning_rate is the critic's Adam rate
