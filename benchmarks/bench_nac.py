@@ -18,20 +18,12 @@ from datetime import date
 
 def run_seed(env_id: str, seed: int) -> dict:
     import torch as th
-    from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
 
-    from sb3_natural import NAC
-    from sb3_natural.configs import load_zoo_entry
+    from sb3_natural.registry import make_zoo_model
 
     th.set_num_threads(1)
-    hp = load_zoo_entry("nac", env_id)
-    n_timesteps = int(hp.pop("n_timesteps"))
-    n_envs = int(hp.pop("n_envs", 1))
-    policy = hp.pop("policy", "MlpPolicy")
-    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
-    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 1000)
-    model = NAC(policy, env, seed=seed, device="cpu", **hp)
+    model, eval_env, n_timesteps = make_zoo_model("nac", env_id, seed)
     t0 = time.perf_counter()
     model.learn(n_timesteps)
     wall = time.perf_counter() - t0

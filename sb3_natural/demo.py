@@ -22,12 +22,10 @@ from typing import Any
 import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_natural import NAC
-from sb3_natural.configs import load_zoo_entry
-from sb3_natural.registry import REGISTRY
+from sb3_natural.registry import make_zoo_model
 
 
 class EvalCurve(BaseCallback):
@@ -63,14 +61,7 @@ DEFAULT_SEED = 1  # see the module docstring: the untrained policy of seed 1 fai
 def build(seed: int = DEFAULT_SEED) -> tuple[NAC, Any, int]:
     """The untrained NAC model from ``nac.yml``'s CartPole-v1 entry, its evaluation env (seeded
     ``seed + 1000``, apart from the training env) and the entry's ``n_timesteps``."""
-    hp = load_zoo_entry("nac", ENV_ID)
-    n_timesteps = int(hp.pop("n_timesteps"))
-    n_envs = int(hp.pop("n_envs", 1))
-    policy = hp.pop("policy", "MlpPolicy")
-    env = make_vec_env(ENV_ID, n_envs=n_envs, seed=seed)
-    eval_env = make_vec_env(ENV_ID, n_envs=1, seed=seed + 1000)
-    model: NAC = REGISTRY["nac"].cls(policy, env, seed=seed, device="cpu", **hp)
-    return model, eval_env, n_timesteps
+    return make_zoo_model("nac", ENV_ID, seed)
 
 
 def main() -> None:

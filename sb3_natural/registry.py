@@ -40,3 +40,22 @@ REGISTRY: dict[str, ZooEntry] = {
 
 #: key -> class, as rl-zoo3's ``ALGOS`` holds them
 ZOO_ALGOS: dict[str, type] = {key: entry.cls for key, entry in REGISTRY.items()}
+
+
+def make_zoo_model(key: str, env_id: str, seed: int = 0, device: str = "cpu") -> tuple[Any, Any, int]:
+    """The untrained model of ``<key>.yml``'s ``env_id`` entry (its ``policy``, ``n_envs`` and
+    hyperparameters, as ``python -m sb3_natural.train`` builds it, without rl-zoo3's wrappers), an
+    evaluation env seeded ``seed + 1000`` (apart from the training envs) and the entry's ``n_timesteps``."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_natural.configs import load_zoo_entry
+
+    if key not in REGISTRY:
+        raise ValueError(f"unknown zoo key {key!r}; keys: {sorted(REGISTRY)}")
+    hp = load_zoo_entry(key, env_id)
+    n_timesteps = int(hp.pop("n_timesteps"))
+    n_envs = int(hp.pop("n_envs", 1))
+    policy = hp.pop("policy", "MlpPolicy")
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 1000)
+    return REGISTRY[key].cls(policy, env, seed=seed, device=device, **hp), eval_env, n_timesteps
