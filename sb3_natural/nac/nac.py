@@ -12,6 +12,7 @@ from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_natural.common.checks import check_at_least_one, check_rate
 from sb3_natural.common.fisher import AnalyticFVP, EmpiricalFVP
+from sb3_natural.common.gram import gram_least_squares, score_gram, weighted_score_sum
 from sb3_natural.common.scores import empty_output, per_sample_scores
 from sb3_natural.common.solvers import compatible_least_squares, compatible_sgd, conjugate_gradient
 from sb3_natural.common.updates import apply_step, natural_step_scale
@@ -47,9 +48,11 @@ class NAC(NaturalOnPolicyAlgorithm):
     :param gae_lambda: GAE lambda for the advantages
     :param n_critic_updates: Epochs of minibatch Adam on the value loss per update
     :param critic_learning_rate: Adam learning rate of the value function (float or schedule)
-    :param solver: How ``w`` is found: ``"lstsq"`` (exact ridge least squares, primal P x P when
-        P <= N, else dual N x N), ``"cg"`` (conjugate gradient on ``(F + ridge I) w = g``) or
-        ``"sgd"`` (two-timescale: Adam on ``L(w)``, warm-started from the previous ``w``)
+    :param solver: How ``w`` is found: ``"lstsq"`` (exact ridge least squares: primal P x P from the
+        scores when P <= N, else the dual N x N system from the score Gram matrix, assembled per layer
+        without the N x P score matrix, and ``w = Psi^T beta`` by one backward), ``"cg"`` (conjugate
+        gradient on ``(F + ridge I) w = g``) or ``"sgd"`` (two-timescale: Adam on ``L(w)``,
+        warm-started from the previous ``w``)
     :param fisher: Fisher used by ``solver="cg"``: ``"empirical"`` (``Psi^T Psi / N``, the
         compatible-features Fisher) or ``"analytic"`` (closed form ``J^T M J / N``)
     :param ridge: Damping lambda > 0 of the least squares / Fisher system
@@ -221,6 +224,8 @@ class NAC(NaturalOnPolicyAlgorithm):
         """w = argmin_w mean_i c_i (psi_i . w - A_i)^2 + ridge |w|^2, by the chosen solver."""
         head = self._head
         n = adv.shape[0]
+        if self.solver == "lstsq" and head.num_params > n:
+            return self._gram_dual(obs, actions, adv, weights)
         c = th.ones_like(adv) if weights is None else weights
         stats: dict[str, float] = {}
         psi: th.Tensor | None = None
@@ -274,6 +279,29 @@ class NAC(NaturalOnPolicyAlgorithm):
             stats["compatible_r2"] = float(1.0 - resid / total) if total > 0 else 0.0
         wn, gn = float(w.norm()), float(g.norm())
         stats["natural_vanilla_cosine"] = float(w @ g) / (wn * gn) if wn > 0 and gn > 0 else 0.0
+        return w.detach(), stats
+
+    def _gram_dual(
+        self, obs: Any, actions: th.Tensor, adv: th.Tensor, weights: th.Tensor | None
+    ) -> tuple[th.Tensor, dict[str, float]]:
+        """The exact dual solve without the N x P score matrix: ``K = Psi Psi^T`` per block (common/gram.py),
+        ``beta`` from the N x N system, ``w = Psi^T beta`` by one backward; statistics from K."""
+        head, n = self._head, adv.shape[0]
+        c = th.ones_like(adv) if weights is None else weights
+        gram = score_gram(head, obs, actions)
+        beta = gram_least_squares(gram, adv, self.ridge, weights=weights)
+        w = weighted_score_sum(head, obs, actions, beta)
+        pred = gram @ beta  # Psi w
+        ca = c * adv
+        stats: dict[str, float] = {"solver_iterations": 1.0}
+        if bool(th.isfinite(w).all()):
+            resid = (c * (pred - adv) ** 2).sum()
+            total = (c * (adv - ca.sum() / c.sum()) ** 2).sum()
+            stats["compatible_r2"] = float(1.0 - resid / total) if total > 0 else 0.0
+        # g = Psi^T C A / N: w . g = (Psi w) . (C A) / N and |g|^2 = (C A)^T K (C A) / N^2
+        wg, gn = float(pred @ ca) / n, float(ca @ (gram @ ca)) ** 0.5 / n
+        wn = float(w.norm())
+        stats["natural_vanilla_cosine"] = wg / (wn * gn) if wn > 0 and gn > 0 else 0.0
         return w.detach(), stats
 
     def _warm_start(self, g: th.Tensor) -> th.Tensor | None:

@@ -1,0 +1,149 @@
+"""The score Gram matrix ``Psi C Psi^T`` and ``Psi^T beta`` without the ``N x P`` score matrix.
+
+Natural Actor-Critic's exact compatible least squares in its dual form (P > N) needs only inner products
+of scores and one combination of them (:func:`~sb3_natural.common.solvers.compatible_least_squares`)::
+
+    w = Psi^T C^(1/2) (C^(1/2) Psi Psi^T C^(1/2) + N ridge I)^{-1} C^(1/2) A
+
+For a Linear layer ``y = W x + b`` the score of sample i is ``g_i x_i^T`` (and ``g_i`` for the bias),
+``g_i = d log pi(a_i|s_i) / d y_i`` (Goodfellow 2015), so::
+
+    <psi_i, psi_j>_layer = (x_i . x_j)(g_i . g_j) + (g_i . g_j)        i.e.   (X X^T + 1) o (G G^T)
+
+(``o`` elementwise): ``N^2 (d_in + d_out)`` per layer instead of ``N^2 d_in d_out`` (DESIGN.md section 6).
+The shared Gaussian ``log_std`` contributes ``D D^T`` with ``D = d log pi / d log_std`` read off the output;
+Conv2d layers, Linear layers applied over extra positions, and every other parameter (gSDE, LayerNorm, ...)
+fall back to their per-block scores, materialized one block at a time (never the whole ``N x P``).
+And ``Psi^T beta = grad_theta sum_i beta_i log pi(a_i|s_i)`` is ONE backward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch as th
+import torch.nn.functional as F
+from torch import nn
+
+from sb3_natural.common.heads import ActorHead
+from sb3_natural.common.scores import as_head, batch_size_of, hookable_layers, per_sample_param_grads, record_layers
+
+
+def _prepare(policy: Any, obs: Any, actions: th.Tensor) -> tuple[ActorHead, Any, th.Tensor]:
+    head = as_head(policy)
+    obs_t = head.obs_to_tensor(obs)
+    actions = th.as_tensor(actions, device=head.params[0].device)
+    head.dist.prepare_actions(actions, batch_size_of(obs_t))  # validates the shape
+    return head, obs_t, actions
+
+
+def score_gram(policy: Any, obs: Any, actions: th.Tensor) -> th.Tensor:
+    """``K = Psi Psi^T`` (``[N, N]``), ``Psi[i] = grad_theta log pi(a_i|s_i)``, assembled per block.
+
+    :param policy: an SB3 ``ActorCriticPolicy`` or an :class:`ActorHead`
+    :param obs: observations ``[N, ...]`` (tensor, numpy array, or dict of them)
+    :param actions: actions as SB3 stores them
+    """
+    head, obs_t, actions = _prepare(policy, obs, actions)
+    n = batch_size_of(obs_t)
+    layers = hookable_layers(head.policy, head.params)
+    with th.enable_grad(), record_layers(layers) as records:
+        z = head(obs_t)
+    with th.enable_grad():
+        z_leaf = z.detach().requires_grad_(True)
+        (g_z,) = th.autograd.grad(head.dist.log_prob(z_leaf, actions).sum(), z_leaf)
+    calls: dict[int, int] = {}
+    for rec in records:
+        calls[id(rec.layer.module)] = calls.get(id(rec.layer.module), 0) + 1
+    gram = z.new_zeros(n, n)
+    covered: set[int] = set()
+    if records:
+        out_grads = th.autograd.grad(z, [r.output for r in records], grad_outputs=g_z, allow_unused=True, retain_graph=True)
+        fallback: dict[int, list[tuple[Any, th.Tensor]]] = {}
+        for rec, g in zip(records, out_grads, strict=True):
+            lay = rec.layer
+            covered.add(lay.weight_index)
+            if lay.bias_index is not None:
+                covered.add(lay.bias_index)
+            if g is None:
+                continue
+            g = g.detach()
+            if isinstance(lay.module, nn.Linear) and rec.inputs.dim() == 2 and calls[id(lay.module)] == 1:
+                with th.no_grad():
+                    # (X X^T + 1) o (G G^T), accumulated in place
+                    xx = rec.inputs @ rec.inputs.T
+                    if lay.bias_index is not None:
+                        xx += 1.0
+                    xx *= g @ g.T
+                    gram += xx
+            else:
+                fallback.setdefault(id(lay.module), []).append((rec, g))
+        for parts in fallback.values():  # per-sample scores of this layer's weight (and bias), summed over calls
+            block = _layer_scores(parts, n)
+            with th.no_grad():
+                gram += block @ block.T
+    for name, sl in head.direct_slices.items():
+        d = g_z[:, sl]
+        gram += d @ d.T
+        covered.add(head.names.index(name))
+    rest = [i for i in range(len(head.params)) if i not in covered]
+    if rest:
+        keys = ["policy." + head.names[i] for i in rest]
+        grads = per_sample_param_grads(head, keys, obs_t, head.dist.log_prob, (actions,))
+        for key in keys:
+            block = grads[key].reshape(n, -1)
+            gram += block @ block.T
+    return (0.5 * (gram + gram.T)).detach()
+
+
+def _layer_scores(parts: list[tuple[Any, th.Tensor]], n: int) -> th.Tensor:
+    """Per-sample scores ``[N, P_layer]`` of one Linear/Conv2d layer (weight, then bias), from its calls."""
+    total: th.Tensor | None = None
+    for rec, g in parts:
+        module, x = rec.layer.module, rec.inputs
+        with th.no_grad():
+            if isinstance(module, nn.Conv2d):
+                padding = module.padding
+                assert not isinstance(padding, str)
+                cols = F.unfold(x, module.kernel_size, module.dilation, padding, module.stride)  # [N, C*k*k, T]
+                g2 = g.reshape(n, g.shape[1], -1)  # [N, O, T]
+                w = th.bmm(g2, cols.transpose(1, 2)).reshape(n, -1)
+                b = g2.sum(2)
+            else:
+                w = th.einsum("n...o,n...i->noi", g, x).reshape(n, -1)
+                b = g.reshape(n, -1, g.shape[-1]).sum(1)
+            piece = th.cat([w, b], dim=1) if rec.layer.bias_index is not None else w
+        total = piece if total is None else total + piece
+    assert total is not None
+    return total
+
+
+def weighted_score_sum(policy: Any, obs: Any, actions: th.Tensor, beta: th.Tensor) -> th.Tensor:
+    """``Psi^T beta = grad_theta sum_i beta_i log pi(a_i|s_i)``, a flat P-vector, by one backward pass."""
+    head, obs_t, actions = _prepare(policy, obs, actions)
+    n = batch_size_of(obs_t)
+    if beta.shape != (n,):
+        raise ValueError(f"beta must have shape [{n}], got {tuple(beta.shape)}")
+    with th.enable_grad():
+        logp = head.dist.log_prob(head(obs_t), actions)
+        grads = th.autograd.grad((beta.detach() * logp).sum(), head.params, allow_unused=True)
+    return head.flat([th.zeros_like(p) if gr is None else gr for p, gr in zip(head.params, grads, strict=True)])
+
+
+def gram_least_squares(gram: th.Tensor, advantages: th.Tensor, ridge: float, weights: th.Tensor | None = None) -> th.Tensor:
+    """``beta`` with ``w = Psi^T beta`` the compatible least squares of :func:`compatible_least_squares`::
+
+        beta = C^(1/2) (C^(1/2) K C^(1/2) + N ridge I)^{-1} C^(1/2) A        (K = Psi Psi^T)
+
+    by a Cholesky factorization of the ``N x N`` system (ridge > 0).
+    """
+    n = gram.shape[0]
+    if gram.shape != (n, n) or advantages.shape != (n,):
+        raise ValueError(f"gram must be [N, N] and advantages [N], got {tuple(gram.shape)} and {tuple(advantages.shape)}")
+    if not ridge > 0:
+        raise ValueError(f"the dual form needs ridge > 0, got {ridge}")
+    sw = th.ones_like(advantages) if weights is None else weights.sqrt()
+    system = sw[:, None] * gram * sw[None, :]
+    system.diagonal().add_(n * ridge)
+    chol = th.linalg.cholesky(system)
+    return sw * th.cholesky_solve((sw * advantages)[:, None], chol).squeeze(1)

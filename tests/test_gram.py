@@ -1,0 +1,76 @@
+"""The score Gram matrix and the exact dual solve without the N x P score matrix (common/gram.py), in
+float64 against the materialized scores, on every action space, Mlp/Dict/Cnn policies, a LayerNorm
+extractor (the per-block fallback) and discount weights; and NAC's lstsq path that uses them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+from conftest import ACTION_KINDS, make_obs, make_policy
+from test_regressions import LN_KWARGS
+
+from sb3_natural.common.gram import gram_least_squares, score_gram, weighted_score_sum
+from sb3_natural.common.heads import ActorHead
+from sb3_natural.common.scores import per_sample_scores
+from sb3_natural.common.solvers import compatible_least_squares
+
+POLICIES = {"mlp": {"obs_kind": "box"}, "dict": {"obs_kind": "dict"}, "cnn": {"obs_kind": "image"}, "layernorm": LN_KWARGS}
+
+
+def _batch(kind: str, policy_kind: str, n: int = 10):
+    policy = make_policy(kind, **POLICIES[policy_kind])
+    head = ActorHead(policy)
+    obs = make_obs(policy, n)
+    space = policy.action_space
+    space.seed(0)
+    actions = th.as_tensor(np.stack([space.sample() for _ in range(n)]), dtype=th.float64)
+    return head, obs, actions
+
+
+@pytest.mark.parametrize("policy_kind", list(POLICIES))
+@pytest.mark.parametrize("kind", ACTION_KINDS)
+def test_gram_and_dual_solve_match_the_materialized_scores(kind, policy_kind):
+    head, obs, actions = _batch(kind, policy_kind)
+    psi = per_sample_scores(head, obs, actions, method="loop")
+    gram = score_gram(head, obs, actions)
+    th.testing.assert_close(gram, psi @ psi.T, rtol=1e-10, atol=1e-12)
+    gen = th.Generator().manual_seed(0)
+    adv = th.randn(10, dtype=th.float64, generator=gen)
+    weights = th.rand(10, dtype=th.float64, generator=gen)  # e.g. gamma^t
+    for c in (None, weights):
+        beta = gram_least_squares(gram, adv, 0.05, weights=c)
+        w = weighted_score_sum(head, obs, actions, beta)
+        th.testing.assert_close(w, psi.T @ beta, rtol=1e-10, atol=1e-12)
+        ref = compatible_least_squares(psi, adv, 0.05, method="dual", weights=c)
+        assert float((w - ref).norm() / ref.norm()) < 1e-6
+
+
+def test_nac_lstsq_uses_the_gram_path_when_p_exceeds_n_and_matches_the_dense_dual():
+    from sb3_natural import NAC
+
+    model = NAC("MlpPolicy", "CartPole-v1", n_steps=32, seed=0, device="cpu", policy_kwargs={"net_arch": [16]})
+    model.policy.double()
+    model._setup_critic()
+    head = model._head
+    obs = th.as_tensor(np.random.default_rng(0).normal(size=(32, 4)))
+    actions = th.as_tensor(np.random.default_rng(1).integers(0, 2, 32))
+    adv = th.as_tensor(np.random.default_rng(2).normal(size=32))
+    assert head.num_params > 32
+    w, stats = model._natural_gradient(obs, actions, adv, None)
+    psi = per_sample_scores(head, obs, actions)
+    ref = compatible_least_squares(psi, adv, model.ridge, method="dual")
+    assert float((w - ref).norm() / ref.norm()) < 1e-6
+    pred = psi @ ref
+    r2 = 1 - float(((pred - adv) ** 2).sum() / ((adv - adv.mean()) ** 2).sum())
+    assert stats["compatible_r2"] == pytest.approx(r2, rel=1e-6)
+    g = psi.T @ adv / 32
+    assert stats["natural_vanilla_cosine"] == pytest.approx(float(ref @ g / (ref.norm() * g.norm())), rel=1e-6)
+
+
+def test_bad_inputs():
+    head, obs, actions = _batch("discrete", "mlp")
+    with pytest.raises(ValueError, match="beta must have shape"):
+        weighted_score_sum(head, obs, actions, th.ones(3, dtype=th.float64))
+    with pytest.raises(ValueError, match="ridge > 0"):
+        gram_least_squares(th.eye(10, dtype=th.float64), th.ones(10, dtype=th.float64), 0.0)
