@@ -10,7 +10,7 @@ import torch as th
 from conftest import ACTION_KINDS, make_obs, make_policy
 from test_regressions import LN_KWARGS
 
-from sb3_natural.common.gram import gram_least_squares, score_gram, weighted_score_sum
+from sb3_natural.common.gram import gram_least_squares, score_gram, score_products, weighted_score_sum
 from sb3_natural.common.heads import ActorHead
 from sb3_natural.common.scores import per_sample_scores
 from sb3_natural.common.solvers import compatible_least_squares
@@ -74,3 +74,25 @@ def test_bad_inputs():
         weighted_score_sum(head, obs, actions, th.ones(3, dtype=th.float64))
     with pytest.raises(ValueError, match="ridge > 0"):
         gram_least_squares(th.eye(10, dtype=th.float64), th.ones(10, dtype=th.float64), 0.0)
+
+
+@pytest.mark.parametrize("kind", ACTION_KINDS)
+def test_score_products_and_in_place_solve(kind):
+    head, obs, actions = _batch(kind, "mlp")
+    psi = per_sample_scores(head, obs, actions, method="loop")
+    v = th.randn(head.num_params, dtype=th.float64, generator=th.Generator().manual_seed(0))
+    th.testing.assert_close(score_products(head, obs, actions, v), psi @ v, rtol=1e-10, atol=1e-12)
+    gram = psi @ psi.T
+    adv = th.randn(10, dtype=th.float64, generator=th.Generator().manual_seed(1))
+    kept = gram_least_squares(gram, adv, 0.05)
+    assert th.equal(gram, psi @ psi.T)  # not overwritten by default
+    th.testing.assert_close(gram_least_squares(gram, adv, 0.05, overwrite=True), kept, rtol=1e-12, atol=1e-14)
+
+
+def test_row_chunks_give_the_same_gram(monkeypatch):
+    from sb3_natural.common import gram as gram_module
+
+    head, obs, actions = _batch("box", "mlp", n=10)
+    whole = score_gram(head, obs, actions)
+    monkeypatch.setattr(gram_module, "_CHUNK_ENTRIES", 30)  # 3 rows per block
+    th.testing.assert_close(score_gram(head, obs, actions), whole, rtol=1e-12, atol=1e-14)

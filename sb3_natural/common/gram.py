@@ -28,6 +28,9 @@ from torch import nn
 from sb3_natural.common.heads import ActorHead
 from sb3_natural.common.scores import as_head, batch_size_of, hookable_layers, per_sample_param_grads, record_layers
 
+#: entries of each N x N work buffer block (row chunks): 16M floats, 64 MB in float32
+_CHUNK_ENTRIES = 1 << 24
+
 
 def _prepare(policy: Any, obs: Any, actions: th.Tensor) -> tuple[ActorHead, Any, th.Tensor]:
     head = as_head(policy)
@@ -57,6 +60,8 @@ def score_gram(policy: Any, obs: Any, actions: th.Tensor) -> th.Tensor:
         calls[id(rec.layer.module)] = calls.get(id(rec.layer.module), 0) + 1
     gram = z.new_zeros(n, n)
     covered: set[int] = set()
+    rows = max(1, min(n, _CHUNK_ENTRIES // max(n, 1)))  # row chunk of the N x N work buffers
+    xx = gg = None
     if records:
         out_grads = th.autograd.grad(z, [r.output for r in records], grad_outputs=g_z, allow_unused=True, retain_graph=True)
         fallback: dict[int, list[tuple[Any, th.Tensor]]] = {}
@@ -69,13 +74,19 @@ def score_gram(policy: Any, obs: Any, actions: th.Tensor) -> th.Tensor:
                 continue
             g = g.detach()
             if isinstance(lay.module, nn.Linear) and rec.inputs.dim() == 2 and calls[id(lay.module)] == 1:
+                x = rec.inputs
+                if xx is None or gg is None:
+                    xx, gg = gram.new_empty(rows, n), gram.new_empty(rows, n)
                 with th.no_grad():
-                    # (X X^T + 1) o (G G^T), accumulated in place
-                    xx = rec.inputs @ rec.inputs.T
-                    if lay.bias_index is not None:
-                        xx += 1.0
-                    xx *= g @ g.T
-                    gram += xx
+                    # gram += (X X^T + 1) o (G G^T), a block of rows at a time (memory: K + 2 row blocks)
+                    for start in range(0, n, rows):
+                        stop = min(n, start + rows)
+                        bx, bg = xx[: stop - start], gg[: stop - start]
+                        th.mm(x[start:stop], x.T, out=bx)
+                        if lay.bias_index is not None:
+                            bx.add_(1.0)
+                        th.mm(g[start:stop], g.T, out=bg)
+                        gram[start:stop].addcmul_(bx, bg)
             else:
                 fallback.setdefault(id(lay.module), []).append((rec, g))
         for parts in fallback.values():  # per-sample scores of this layer's weight (and bias), summed over calls
@@ -130,20 +141,43 @@ def weighted_score_sum(policy: Any, obs: Any, actions: th.Tensor, beta: th.Tenso
     return head.flat([th.zeros_like(p) if gr is None else gr for p, gr in zip(head.params, grads, strict=True)])
 
 
-def gram_least_squares(gram: th.Tensor, advantages: th.Tensor, ridge: float, weights: th.Tensor | None = None) -> th.Tensor:
+def gram_least_squares(
+    gram: th.Tensor, advantages: th.Tensor, ridge: float, weights: th.Tensor | None = None, overwrite: bool = False
+) -> th.Tensor:
     """``beta`` with ``w = Psi^T beta`` the compatible least squares of :func:`compatible_least_squares`::
 
         beta = C^(1/2) (C^(1/2) K C^(1/2) + N ridge I)^{-1} C^(1/2) A        (K = Psi Psi^T)
 
-    by a Cholesky factorization of the ``N x N`` system (ridge > 0).
+    by a Cholesky factorization of the ``N x N`` system (ridge > 0). ``overwrite=True`` builds the system and
+    its factor in ``gram``'s own memory (``gram`` is then destroyed): one ``N x N`` matrix instead of three.
     """
     n = gram.shape[0]
     if gram.shape != (n, n) or advantages.shape != (n,):
         raise ValueError(f"gram must be [N, N] and advantages [N], got {tuple(gram.shape)} and {tuple(advantages.shape)}")
     if not ridge > 0:
         raise ValueError(f"the dual form needs ridge > 0, got {ridge}")
-    sw = th.ones_like(advantages) if weights is None else weights.sqrt()
-    system = sw[:, None] * gram * sw[None, :]
+    system = gram if overwrite else gram.clone()
+    sw = None
+    if weights is not None:
+        sw = weights.sqrt()
+        system.mul_(sw[:, None]).mul_(sw[None, :])
     system.diagonal().add_(n * ridge)
-    chol = th.linalg.cholesky(system)
-    return sw * th.cholesky_solve((sw * advantages)[:, None], chol).squeeze(1)
+    chol = th.linalg.cholesky(system, out=system)
+    rhs = advantages if sw is None else sw * advantages
+    alpha = th.cholesky_solve(rhs[:, None], chol).squeeze(1)
+    return alpha if sw is None else sw * alpha
+
+
+def score_products(policy: Any, obs: Any, actions: th.Tensor, v: th.Tensor) -> th.Tensor:
+    """``Psi v`` (``[N]``: ``psi_i . v``, the directional derivative of each log-likelihood along the flat
+    P-vector ``v``) by one forward-mode pass (``torch.func.jvp``), without the scores."""
+    head, obs_t, actions = _prepare(policy, obs, actions)
+    pre = head.preprocess(obs_t)
+    params = {k: p.detach() for k, p in head.param_dict().items()}
+    tangents = dict(zip(params, head.unflat(v.detach()), strict=True))
+
+    def logp(p: dict[str, th.Tensor]) -> th.Tensor:
+        return head.dist.log_prob(head.functional(p, pre), actions)
+
+    result = th.func.jvp(logp, (params,), (tangents,))
+    return result[1].detach()

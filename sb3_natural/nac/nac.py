@@ -12,7 +12,7 @@ from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_natural.common.checks import check_at_least_one, check_rate
 from sb3_natural.common.fisher import AnalyticFVP, EmpiricalFVP
-from sb3_natural.common.gram import gram_least_squares, score_gram, weighted_score_sum
+from sb3_natural.common.gram import gram_least_squares, score_gram, score_products, weighted_score_sum
 from sb3_natural.common.scores import empty_output, per_sample_scores
 from sb3_natural.common.solvers import compatible_least_squares, compatible_sgd, conjugate_gradient
 from sb3_natural.common.updates import apply_step, natural_step_scale
@@ -285,23 +285,24 @@ class NAC(NaturalOnPolicyAlgorithm):
         self, obs: Any, actions: th.Tensor, adv: th.Tensor, weights: th.Tensor | None
     ) -> tuple[th.Tensor, dict[str, float]]:
         """The exact dual solve without the N x P score matrix: ``K = Psi Psi^T`` per block (common/gram.py),
-        ``beta`` from the N x N system, ``w = Psi^T beta`` by one backward; statistics from K."""
+        ``beta`` from the N x N system (factored in K's memory), ``w = Psi^T beta`` by one backward; the
+        statistics from ``Psi w`` (one forward-mode pass) and ``g = Psi^T C A / N`` (one backward)."""
         head, n = self._head, adv.shape[0]
         c = th.ones_like(adv) if weights is None else weights
         gram = score_gram(head, obs, actions)
-        beta = gram_least_squares(gram, adv, self.ridge, weights=weights)
+        beta = gram_least_squares(gram, adv, self.ridge, weights=weights, overwrite=True)  # gram is consumed
+        del gram
         w = weighted_score_sum(head, obs, actions, beta)
-        pred = gram @ beta  # Psi w
         ca = c * adv
+        g = weighted_score_sum(head, obs, actions, ca / n)  # the vanilla gradient Psi^T C A / N
         stats: dict[str, float] = {"solver_iterations": 1.0}
         if bool(th.isfinite(w).all()):
+            pred = score_products(head, obs, actions, w)  # Psi w, one forward-mode pass
             resid = (c * (pred - adv) ** 2).sum()
             total = (c * (adv - ca.sum() / c.sum()) ** 2).sum()
             stats["compatible_r2"] = float(1.0 - resid / total) if total > 0 else 0.0
-        # g = Psi^T C A / N: w . g = (Psi w) . (C A) / N and |g|^2 = (C A)^T K (C A) / N^2
-        wg, gn = float(pred @ ca) / n, float(ca @ (gram @ ca)) ** 0.5 / n
-        wn = float(w.norm())
-        stats["natural_vanilla_cosine"] = wg / (wn * gn) if wn > 0 and gn > 0 else 0.0
+        wn, gn = float(w.norm()), float(g.norm())
+        stats["natural_vanilla_cosine"] = float(w @ g) / (wn * gn) if wn > 0 and gn > 0 else 0.0
         return w.detach(), stats
 
     def _warm_start(self, g: th.Tensor) -> th.Tensor | None:
