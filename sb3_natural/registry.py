@@ -56,6 +56,20 @@ def make_zoo_model(key: str, env_id: str, seed: int = 0, device: str = "cpu") ->
     n_timesteps = int(hp.pop("n_timesteps"))
     n_envs = int(hp.pop("n_envs", 1))
     policy = hp.pop("policy", "MlpPolicy")
+    normalize = hp.pop("normalize", False)
+    unsupported = sorted(set(hp) & _ZOO_ONLY_KEYS)
+    if unsupported:
+        raise ValueError(f"make_zoo_model does not apply rl-zoo3's {unsupported}; train with python -m sb3_natural.train")
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
     eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 1000)
+    if normalize:  # rl-zoo3's `normalize: True` (or a dict of VecNormalize kwargs)
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        kwargs = normalize if isinstance(normalize, dict) else {}
+        env = VecNormalize(env, gamma=hp.get("gamma", 0.99), **kwargs)
+        eval_env = VecNormalize(eval_env, gamma=hp.get("gamma", 0.99), training=False, norm_reward=False, **kwargs)
     return REGISTRY[key].cls(policy, env, seed=seed, device=device, **hp), eval_env, n_timesteps
+
+
+#: rl-zoo3 keys of a config entry that are not algorithm arguments (``make_zoo_model`` refuses them)
+_ZOO_ONLY_KEYS = {"env_wrapper", "frame_stack", "callback", "vec_env_wrapper", "normalize_kwargs"}

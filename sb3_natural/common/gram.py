@@ -104,7 +104,7 @@ def score_gram(policy: Any, obs: Any, actions: th.Tensor) -> th.Tensor:
         for key in keys:
             block = grads[key].reshape(n, -1)
             gram += block @ block.T
-    return (0.5 * (gram + gram.T)).detach()
+    return gram.detach()  # symmetric up to rounding (the Cholesky reads one triangle)
 
 
 def _layer_scores(parts: list[tuple[Any, th.Tensor]], n: int) -> th.Tensor:
