@@ -56,3 +56,17 @@ def test_train_adds_the_found_config_and_keeps_a_given_one(monkeypatch, tmp_path
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no zoo config for 'nac'"):
         with_default_config(["--algo", "nac"])
+
+
+def test_make_zoo_model_applies_normalize_and_checks_the_key(monkeypatch, tmp_path):
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sb3_natural.registry import make_zoo_model
+
+    (tmp_path / "nac.yml").write_text("Pendulum-v1:\n  n_timesteps: 10\n  n_steps: 8\n  normalize: true\n  n_envs: 2\n")
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    model, eval_env, n = make_zoo_model("nac", "Pendulum-v1")
+    assert n == 10 and model.n_steps == 8 and model.n_envs == 2
+    assert isinstance(model.get_env(), VecNormalize) and isinstance(eval_env, VecNormalize) and not eval_env.training
+    with pytest.raises(ValueError, match="unknown zoo key"):
+        make_zoo_model("ppo2", "Pendulum-v1")
