@@ -25,19 +25,10 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-from sb3_natural.common.heads import ActorHead
-from sb3_natural.common.scores import as_head, batch_size_of, hookable_layers, per_sample_param_grads, record_layers
+from sb3_natural.common.scores import batch_size_of, hookable_layers, per_sample_param_grads, prepare_batch, record_layers
 
 #: entries of each N x N work buffer block (row chunks): 16M floats, 64 MB in float32
 _CHUNK_ENTRIES = 1 << 24
-
-
-def _prepare(policy: Any, obs: Any, actions: th.Tensor) -> tuple[ActorHead, Any, th.Tensor]:
-    head = as_head(policy)
-    obs_t = head.obs_to_tensor(obs)
-    actions = th.as_tensor(actions, device=head.params[0].device)
-    head.dist.prepare_actions(actions, batch_size_of(obs_t))  # validates the shape
-    return head, obs_t, actions
 
 
 def score_gram(policy: Any, obs: Any, actions: th.Tensor) -> th.Tensor:
@@ -47,7 +38,7 @@ def score_gram(policy: Any, obs: Any, actions: th.Tensor) -> th.Tensor:
     :param obs: observations ``[N, ...]`` (tensor, numpy array, or dict of them)
     :param actions: actions as SB3 stores them
     """
-    head, obs_t, actions = _prepare(policy, obs, actions)
+    head, obs_t, actions = prepare_batch(policy, obs, actions)
     n = batch_size_of(obs_t)
     layers = hookable_layers(head.policy, head.params)
     with th.enable_grad(), record_layers(layers) as records:
@@ -131,7 +122,7 @@ def _layer_scores(parts: list[tuple[Any, th.Tensor]], n: int) -> th.Tensor:
 
 def weighted_score_sum(policy: Any, obs: Any, actions: th.Tensor, beta: th.Tensor) -> th.Tensor:
     """``Psi^T beta = grad_theta sum_i beta_i log pi(a_i|s_i)``, a flat P-vector, by one backward pass."""
-    head, obs_t, actions = _prepare(policy, obs, actions)
+    head, obs_t, actions = prepare_batch(policy, obs, actions)
     n = batch_size_of(obs_t)
     if beta.shape != (n,):
         raise ValueError(f"beta must have shape [{n}], got {tuple(beta.shape)}")
@@ -171,7 +162,7 @@ def gram_least_squares(
 def score_products(policy: Any, obs: Any, actions: th.Tensor, v: th.Tensor) -> th.Tensor:
     """``Psi v`` (``[N]``: ``psi_i . v``, the directional derivative of each log-likelihood along the flat
     P-vector ``v``) by one forward-mode pass (``torch.func.jvp``), without the scores."""
-    head, obs_t, actions = _prepare(policy, obs, actions)
+    head, obs_t, actions = prepare_batch(policy, obs, actions)
     pre = head.preprocess(obs_t)
     params = {k: p.detach() for k, p in head.param_dict().items()}
     tangents = dict(zip(params, head.unflat(v.detach()), strict=True))

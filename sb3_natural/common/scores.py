@@ -57,6 +57,16 @@ def batch_size_of(obs: Obs) -> int:
     return int(obs.shape[0])
 
 
+def prepare_batch(policy: Any, obs: Any, actions: Any) -> tuple[ActorHead, Obs, th.Tensor]:
+    """The actor head, the observations as tensors and the actions on the policy's device, their shape
+    checked against the batch (the common start of every routine that takes ``(policy, obs, actions)``)."""
+    head = as_head(policy)
+    obs_t = head.obs_to_tensor(obs)
+    actions = th.as_tensor(actions, device=head.params[0].device)
+    head.dist.prepare_actions(actions, batch_size_of(obs_t))  # validates the shape
+    return head, obs_t, actions
+
+
 def per_sample_scores(
     policy: Any,
     obs: Any,
@@ -78,10 +88,7 @@ def per_sample_scores(
         :func:`empty_output` and BENCHMARKS.md)
     :return: the score matrix; column order is ``ActorHead.flat`` order
     """
-    head = as_head(policy)
-    obs_t = head.obs_to_tensor(obs)
-    actions = th.as_tensor(actions, device=head.params[0].device)
-    head.dist.prepare_actions(actions, batch_size_of(obs_t))  # validates the shape
+    head, obs_t, actions = prepare_batch(policy, obs, actions)
     return per_sample_grads(head, obs_t, head.dist.log_prob, (actions,), method, chunk_size, out)
 
 
