@@ -1,4 +1,4 @@
-"""The on-policy base shared by NAC, FisherTRPO and REINFORCE (orchestration only; math is in ``common/``).
+"""The on-policy base shared by NAC, FisherTRPO, REINFORCE and ACKTR (orchestration only; math is in ``common/``).
 
 What is the same in every on-policy class lives here once:
 
@@ -131,7 +131,12 @@ class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, OnPolicyAlgorithm):
         self.logger.record("train/learning_rate", self.lr_schedule(progress))
         for group, schedule in zip(self.policy.optimizer.param_groups, self._group_schedules(), strict=True):
             group["lr"] = schedule(progress)
-        self.logger.record("train/critic_learning_rate", self._group_schedules()[-1](progress))
+        if self._critic_optimizer_used():
+            self.logger.record("train/critic_learning_rate", self._group_schedules()[-1](progress))
+
+    def _critic_optimizer_used(self) -> bool:
+        """Whether the critic is fitted by ``policy.optimizer`` (ACKTR's joint K-FAC step is not)."""
+        return True
 
     def _flat_actions(self, actions: th.Tensor) -> th.Tensor:
         """Actions as the distributions take them: Discrete ``[N, 1]`` floats -> ``[N]`` ints."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sb3_natural import samplers
+from sb3_natural.acktr import ACKTR
 from sb3_natural.deterministic import DDPG, TD3
 from sb3_natural.fisher_trpo import FisherTRPO
 from sb3_natural.nac import NAC
@@ -32,6 +33,7 @@ REGISTRY: dict[str, ZooEntry] = {
         FisherTRPO, samplers.sample_fisher_trpo_params, samplers.convert_fisher_trpo_params, in_suites=True
     ),
     "reinforce": ZooEntry(REINFORCE, samplers.sample_reinforce_params, samplers.convert_reinforce_params, in_suites=True),
+    "acktr": ZooEntry(ACKTR, samplers.sample_acktr_params, samplers.convert_acktr_params, in_suites=True),
     "td3_ig": ZooEntry(TD3, samplers.sample_td3_ig_params, samplers.convert_td3_ig_params),
     # td3_ig's values with SB3's tanh actor kept (zoo_configs/td3_ig_tanh.yml): same class
     "td3_ig_tanh": ZooEntry(TD3, samplers.sample_td3_ig_params, samplers.convert_td3_ig_params),

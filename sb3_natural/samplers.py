@@ -55,6 +55,40 @@ def sample_nac_params(trial: Any, n_actions: int, n_envs: int, additional_args: 
     return convert_nac_params(raw)
 
 
+def convert_acktr_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """Optuna trial parameters -> ACKTR hyperparameters."""
+    return {
+        "n_steps": 2 ** raw["n_steps_pow"],
+        "gamma": 1 - raw["one_minus_gamma"],
+        "gae_lambda": 1 - raw["one_minus_gae_lambda"],
+        "learning_rate": raw["learning_rate"],
+        "target_kl": raw["target_kl"],
+        "momentum": raw["momentum"],
+        "ent_coef": raw["ent_coef"],
+        "kfac_damping": raw["kfac_damping"],
+        "fisher": raw["fisher"],
+        "policy_kwargs": _policy_kwargs(raw),
+    }
+
+
+def sample_acktr_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """Optuna search space of ACKTR: rollout length, eta_max, the trust region, momentum, damping, entropy."""
+    raw = {
+        "n_steps_pow": trial.suggest_int("n_steps_pow", 3, 8),
+        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True),
+        "one_minus_gae_lambda": trial.suggest_float("one_minus_gae_lambda", 0.001, 0.1, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 1.0, log=True),
+        "target_kl": trial.suggest_float("target_kl", 1e-4, 0.05, log=True),
+        "momentum": trial.suggest_categorical("momentum", [0.0, 0.5, 0.9]),
+        "ent_coef": trial.suggest_float("ent_coef", 1e-8, 0.01, log=True),
+        "kfac_damping": trial.suggest_float("kfac_damping", 1e-4, 0.1, log=True),
+        "fisher": trial.suggest_categorical("fisher", ["exact", "sample"]),
+        "net_arch": trial.suggest_categorical("net_arch", ["tiny", "small"]),
+        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+    }
+    return convert_acktr_params(raw)
+
+
 def convert_fisher_trpo_params(raw: dict[str, Any]) -> dict[str, Any]:
     """Optuna trial parameters -> FisherTRPO hyperparameters."""
     return {

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sb3_natural import DDPG, NAC, REINFORCE, TD3, FisherTRPO
+from sb3_natural import ACKTR, DDPG, NAC, REINFORCE, TD3, FisherTRPO
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ ON_POLICY_CASES = [
     ModelCase("reinforce_value", REINFORCE, "CartPole-v1", {"n_episodes": 2}),
     ModelCase("reinforce_mean", REINFORCE, "Pendulum-v1", {"n_episodes": None, "n_steps": 200, "baseline": "mean"}, steps=200),
     ModelCase("reinforce_none", REINFORCE, "CartPole-v1", {"n_episodes": 2, "baseline": None}),
+    ModelCase("acktr_exact_kfac", ACKTR, "CartPole-v1", {"n_steps": 16}),
+    ModelCase("acktr_sample_kfac", ACKTR, "Pendulum-v1", {"n_steps": 16, "fisher": "sample", "kfac_damping_mode": "exact"}),
+    ModelCase("acktr_exact_adam", ACKTR, "Pendulum-v1", {"n_steps": 16, "critic": "adam", "batch_size": 16}),
+    ModelCase("acktr_identity", ACKTR, "CartPole-v1", {"n_steps": 16, "fisher": "identity", "target_kl": None}),
 ]
 
 OFF_POLICY_CASES = [

@@ -46,6 +46,16 @@ def test_nac_cartpole_example():
     assert float(out.split("mean return ")[1].split()[0]) >= 9.0
 
 
+def test_acktr_cartpole_example():
+    out = run_example("acktr_cartpole.py", "30000")
+    eta = float(out.split("step size eta ")[1].split(",")[0])
+    assert 0.0 < eta <= 0.25  # eta = min(eta_max, sqrt(2 delta / q)), eta_max = 0.25
+    kl = float(out.split("KL ")[1].split(",")[0])
+    assert 0.0 < kl < 0.05
+    # seed 0 reaches 378 at 30k steps (an untrained policy scores about 10)
+    assert float(out.split("mean return ")[1].split()[0]) >= 100.0
+
+
 def test_demo_writes_score_and_curve(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "sb3_natural.demo", "--timesteps", "2048", "--out", str(tmp_path)],

@@ -23,7 +23,7 @@ from stable_baselines3.common.envs import FakeImageEnv
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
 from torch import nn
 
-from sb3_natural import DDPG, NAC, REINFORCE, TD3, FisherTRPO
+from sb3_natural import ACKTR, DDPG, NAC, REINFORCE, TD3, FisherTRPO
 from sb3_natural.common.fisher import AnalyticFVP, DirectFVP, EmpiricalFVP, dense_fisher, fisher_rows
 from sb3_natural.common.heads import ActorHead
 from sb3_natural.common.scores import per_sample_scores
@@ -113,8 +113,10 @@ def test_fisher_from_a_head_reused_after_scores_equals_a_fresh_heads(method):
         (FisherTRPO, {"solver": "cg", "batch_size": 32}),
         (NAC, {"solver": "lstsq"}),
         (NAC, {"solver": "cg", "fisher": "analytic"}),
+        (ACKTR, {}),
+        (ACKTR, {"fisher": "sample", "critic": "adam"}),
     ],
-    ids=["trpo_dense", "trpo_cg", "nac_lstsq", "nac_cg_analytic"],
+    ids=["trpo_dense", "trpo_cg", "nac_lstsq", "nac_cg_analytic", "acktr_joint", "acktr_sample_adam"],
 )
 def test_several_updates_with_a_layernorm_extractor(cls, kwargs):
     model = cls("MlpPolicy", "CartPole-v1", n_steps=32, seed=0, device="cpu", policy_kwargs=LN_KWARGS, **kwargs)
@@ -130,8 +132,9 @@ ON_POLICY = [
     (NAC, {"n_steps": 64, "solver": "cg", "fisher": "analytic"}),
     (FisherTRPO, {"n_steps": 64, "batch_size": 32}),
     (REINFORCE, {"n_episodes": None, "n_steps": 64}),
+    (ACKTR, {"n_steps": 64, "critic": "adam"}),
 ]
-ON_POLICY_IDS = ["nac", "nac_cg", "fisher_trpo", "reinforce"]
+ON_POLICY_IDS = ["nac", "nac_cg", "fisher_trpo", "reinforce", "acktr_adam"]
 
 
 def _actor_after_one_update(cls, env, policy, kwargs, n_critic_updates, share):
@@ -273,6 +276,7 @@ ON_POLICY_DICT = [
     (REINFORCE, {"n_episodes": 2, "baseline": "value"}),
     (NAC, {"n_steps": 16}),
     (FisherTRPO, {"n_steps": 16, "batch_size": 16}),
+    (ACKTR, {"n_steps": 16}),
 ]
 
 
@@ -286,7 +290,7 @@ def test_dict_observation_with_python_int_discrete_entry(cls, kwargs):
 
 # ----------------------------------------------------------------------------- 7
 @pytest.mark.parametrize("name, value", [("gamma", 1.5), ("gamma", -0.1), ("gae_lambda", 2.0)])
-@pytest.mark.parametrize("cls", [FisherTRPO, NAC])
+@pytest.mark.parametrize("cls", [FisherTRPO, NAC, ACKTR])
 def test_discount_factors_are_validated(cls, name, value):
     with pytest.raises(ValueError, match=name):
         cls("MlpPolicy", "CartPole-v1", **{name: value})
@@ -323,6 +327,7 @@ TERMINAL_CASES = [
     (NAC, {"n_steps": 32}),
     (FisherTRPO, {"n_steps": 32, "batch_size": 32}),
     (REINFORCE, {"n_episodes": 2, "baseline": "value"}),
+    (ACKTR, {"n_steps": 32}),
     (TD3, {"learning_starts": 5}),
     (DDPG, {"learning_starts": 5}),
 ]
@@ -338,7 +343,7 @@ def test_non_finite_terminal_observation_gives_clear_error(cls, kwargs):
 
 
 # ----------------------------------------------------------------------------- load of a damaged file
-@pytest.mark.parametrize("cls, env_id", [(NAC, "CartPole-v1"), (TD3, "Pendulum-v1")])
+@pytest.mark.parametrize("cls, env_id", [(NAC, "CartPole-v1"), (ACKTR, "CartPole-v1"), (TD3, "Pendulum-v1")])
 def test_load_of_a_truncated_file_names_it(cls, env_id, tmp_path):
     path = tmp_path / "model.zip"
     cls("MlpPolicy", env_id, policy_kwargs={"net_arch": [8]}).save(path)

@@ -84,7 +84,11 @@ class _ActorModule(nn.Module):
         """``z`` from preprocessed observations (see :meth:`ActorHead.preprocess`)."""
         p = self.policy
         features = p.pi_features_extractor(pre)
-        latent_pi = p.mlp_extractor.forward_actor(features)
+        return self.from_latent(p.mlp_extractor.forward_actor(features))
+
+    def from_latent(self, latent_pi: th.Tensor) -> th.Tensor:
+        """``z`` from the actor's latent (the output of ``mlp_extractor.forward_actor``)."""
+        p = self.policy
         out = p.action_net(latent_pi)
         ad = p.action_dist
         if isinstance(ad, StateDependentNoiseDistribution):
@@ -97,6 +101,24 @@ class _ActorModule(nn.Module):
             # The shared log_std parameter, broadcast to one output per sample.
             return th.cat([out, p.log_std.expand_as(out)], dim=1)
         return out
+
+
+def slot_aliases(module: nn.Module) -> dict[int, list[str]]:
+    """``id(parameter) -> names``, one name per distinct (module, attribute) slot holding the parameter.
+
+    SB3 reaches a shared features extractor as ``features_extractor``, ``pi_features_extractor`` and
+    ``vf_features_extractor`` (one slot, three names); a weight tied into two modules is two slots.
+    Binding one name per slot with ``functional_call(..., tie_weights=False)`` replaces each slot once.
+    """
+    aliases: dict[int, list[str]] = {}
+    slots: set[tuple[int, str]] = set()
+    for alias, p in module.named_parameters(remove_duplicate=False):
+        owner, _, attr = alias.rpartition(".")
+        slot = (id(module.get_submodule(owner)), attr)
+        if slot not in slots:
+            slots.add(slot)
+            aliases.setdefault(id(p), []).append(alias)
+    return aliases
 
 
 def index_obs(obs: Obs, idx: th.Tensor | slice) -> Obs:
@@ -147,17 +169,7 @@ class ActorHead:
         self.dist = output_distribution(policy)
         self.module = _ActorModule(policy, self.dist)
         self.names, self.params = actor_parameters(policy, probe_obs, module=self.module)
-        # One name per distinct (module, attribute) slot holding each parameter. SB3 reaches a
-        # shared features extractor as both ``features_extractor`` and ``pi_features_extractor``
-        # (one slot, two names); a tied weight in two modules is two slots.
-        aliases: dict[int, list[str]] = {}
-        slots: set[tuple[int, str]] = set()
-        for alias, p in self.module.named_parameters(remove_duplicate=False):
-            owner, _, attr = alias.rpartition(".")
-            slot = (id(self.module.get_submodule(owner)), attr)
-            if slot not in slots:
-                slots.add(slot)
-                aliases.setdefault(id(p), []).append(alias)
+        aliases = slot_aliases(self.module)
         self._aliases = {"policy." + n: aliases[id(p)] for n, p in zip(self.names, self.params, strict=True)}
         self.shapes = [p.shape for p in self.params]
         self.numels = [p.numel() for p in self.params]

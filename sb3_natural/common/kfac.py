@@ -61,8 +61,8 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from torch import nn
 
 from sb3_natural.common.distributions import KLConvention
-from sb3_natural.common.heads import ActorHead, Obs
-from sb3_natural.common.scores import Layer, hookable_layers, per_sample_param_grads, record_layers
+from sb3_natural.common.heads import ActorHead, Obs, slot_aliases
+from sb3_natural.common.scores import Layer, LayerRecord, hookable_layers, per_sample_param_grads, record_layers
 
 KFACMode = Literal["exact", "sample"]
 DampingMode = Literal["pi", "exact"]
@@ -240,6 +240,95 @@ def _value_target(policy: ActorCriticPolicy, params: Sequence[nn.Parameter] | No
     return _Target(chosen, hookable_layers(policy, chosen), forward, factor, lambda r: r, sample_grad, dense_block)
 
 
+class _ActorCriticModule(nn.Module):
+    """``pre -> y = [z, V(s)]`` (``[N, d + 1]``) with every module called once: a shared features
+    extractor runs once for both heads, as in ``ActorCriticPolicy.forward``."""
+
+    def __init__(self, head: ActorHead) -> None:
+        super().__init__()
+        self.policy = head.policy
+        self._from_latent = head.module.from_latent  # a bound method, not a submodule
+
+    def forward(self, pre: Obs) -> th.Tensor:
+        p = self.policy
+        f_pi = p.pi_features_extractor(pre)
+        f_vf = f_pi if p.share_features_extractor else p.vf_features_extractor(pre)
+        latent_pi = p.mlp_extractor.forward_actor(f_pi)
+        latent_vf = p.mlp_extractor.forward_critic(f_vf)
+        return th.cat([self._from_latent(latent_pi), p.value_net(latent_vf)], dim=1)
+
+
+def _actor_critic_target(head: ActorHead, vf_fisher_coef: float, kl_convention: KLConvention) -> _Target:
+    """The joint curvature of ACKTR (Wu et al. 2017, section 3.2): the output ``y = [z, v]`` has the
+    block-diagonal output matrix ``M = diag(M_pi(z), c)``, the policy's Fisher beside ``c`` times the
+    Gauss-Newton matrix of the value's squared loss (a unit Gaussian on ``v``), ``c = vf_fisher_coef``.
+    A layer of a shared features extractor gets ``A (x) (S_pi + c S_v)`` (one input factor, the output
+    gradients of both heads); parameters: the actor's (``head.params``), then the value's own."""
+    actor = _actor_target(head, kl_convention)
+    d = head.dist.out_dim
+    root_c = math.sqrt(vf_fisher_coef)
+    actor_ids = {id(p) for p in head.params}
+    params = [*head.params, *(p for p in value_parameters(head.policy) if id(p) not in actor_ids)]
+    module = _ActorCriticModule(head)
+    aliases = slot_aliases(module)
+    direct = {head.names.index(name) for name in head.direct_slices}
+
+    def forward(obs: Obs) -> th.Tensor:
+        y = module(head.preprocess(obs))
+        head.dist.check_z(y[:, :d])
+        return y
+
+    def with_value_row(r_pi: th.Tensor) -> th.Tensor:
+        n, k = r_pi.shape[0], r_pi.shape[1]
+        r = r_pi.new_zeros(n, k + 1, d + 1)
+        r[:, :k, :d] = r_pi
+        r[:, k, d] = root_c
+        return r
+
+    def sample_grad(y: th.Tensor, generator: th.Generator | None) -> th.Tensor:
+        g_pi = actor.sample_grad(y[:, :d], generator)
+        eps = th.randn((y.shape[0], 1), generator=generator, dtype=y.dtype).to(y.device)
+        return th.cat([g_pi, root_c * eps], dim=1)
+
+    def dense_block(obs: Obs, r: th.Tensor, i: int) -> th.Tensor:
+        if i in direct:  # the shared log_std: the value does not depend on it
+            return actor.dense_block(obs, r[:, :-1, :d], i)
+        pre = head.preprocess(obs)
+        names = aliases[id(params[i])]
+        n = r.shape[0]
+
+        def one(t: th.Tensor, o: Any, rk: th.Tensor) -> th.Tensor:
+            o1 = {key: v.unsqueeze(0) for key, v in o.items()} if isinstance(o, dict) else o.unsqueeze(0)
+            y1 = th.func.functional_call(module, dict.fromkeys(names, t), (o1,), strict=False, tie_weights=False)
+            return (y1 * rk.unsqueeze(0)).sum()
+
+        block = r.new_zeros(params[i].numel(), params[i].numel())
+        for k in range(r.shape[1]):
+            rows = th.func.vmap(th.func.grad(one), in_dims=(None, 0, 0))(params[i].detach(), pre, r[:, k]).reshape(n, -1)
+            block += rows.T @ rows / n
+        return block
+
+    return _Target(
+        params=params,
+        layers=hookable_layers(head.policy, params),
+        forward=forward,
+        factor=lambda y: with_value_row(actor.factor(y[:, :d])),
+        layer_rows=lambda r: with_value_row(actor.layer_rows(r[:, :-1, :d])),
+        sample_grad=sample_grad,
+        dense_block=dense_block,
+    )
+
+
+@dataclass
+class Recorded:
+    """One forward pass of a K-FAC target: the output ``y`` (with graph) and every factored layer's
+    input and output (:func:`~sb3_natural.common.scores.record_layers`). ACKTR computes its loss from
+    ``y`` and K-FAC's factors from the same pass (:meth:`KFAC.record`)."""
+
+    y: th.Tensor
+    records: list[LayerRecord]
+
+
 def _backprop_rows(y: th.Tensor, outputs: list[th.Tensor], rows: th.Tensor) -> list[list[th.Tensor] | None]:
     """``J_y^T r_k`` at every layer output for each row k of ``rows`` (``[N, K, d]``): per output, the K
     gradients (None for an output ``y`` does not depend on).
@@ -337,12 +426,37 @@ class KFAC:
         (default: every trainable parameter the value depends on; Linear/Conv2d layers only)."""
         return cls(policy, _target=_value_target(policy, params), **kwargs)
 
+    @classmethod
+    def for_actor_critic(cls, target: Any, vf_fisher_coef: float = 1.0, **kwargs: Any) -> KFAC:
+        """K-FAC of the joint output ``[z, v]`` of an ``ActorCriticPolicy`` (or its :class:`ActorHead`):
+        the policy's Fisher and ``vf_fisher_coef`` times the value's Gauss-Newton matrix, as ACKTR's joint
+        update (see :func:`_actor_critic_target`). ``params``: the actor's, then the value's own. The forward
+        (:meth:`record`) returns ``y = [z, v]``."""
+        if not (isinstance(vf_fisher_coef, (int, float)) and math.isfinite(vf_fisher_coef) and vf_fisher_coef > 0):
+            raise ValueError(f"vf_fisher_coef must be a finite float > 0, got {vf_fisher_coef!r}")
+        head = target if isinstance(target, ActorHead) else ActorHead(target)
+        kl = kwargs.get("kl_convention", "sum")
+        return cls(head, _target=_actor_critic_target(head, float(vf_fisher_coef), kl), **kwargs)
+
     # -------------------------------------------------------------- statistics
-    def batch_factors(self, obs: Any, generator: th.Generator | None = None) -> list[dict[str, th.Tensor]]:
-        """The factors of one batch (no running average): per block ``{"A", "S"}`` or ``{"F"}``."""
+    def record(self, obs: Any) -> Recorded:
+        """The target's forward pass with the factored layers recorded (graph kept): ``y`` is ``z`` (actor),
+        ``v`` (value) or ``[z, v]`` (:meth:`for_actor_critic`). Pass it to :meth:`update` to reuse the pass."""
         t = self._t
         with th.enable_grad(), record_layers(t.layers) as records:
             y = t.forward(obs)
+        return Recorded(y, records)
+
+    def batch_factors(
+        self, obs: Any, generator: th.Generator | None = None, recorded: Recorded | None = None
+    ) -> list[dict[str, th.Tensor]]:
+        """The factors of one batch (no running average): per block ``{"A", "S"}`` or ``{"F"}``.
+
+        ``recorded``: a :meth:`record` of ``obs`` to reuse (its graph is kept for the caller)."""
+        t = self._t
+        if recorded is None:
+            recorded = self.record(obs)
+        y, records = recorded.y, recorded.records
         calls: dict[int, int] = {}
         for rec in records:
             calls[id(rec.layer.module)] = calls.get(id(rec.layer.module), 0) + 1
@@ -384,9 +498,10 @@ class KFAC:
     def _in_dim(layer: Layer) -> int:
         return int(_weight(layer)[0].numel())
 
-    def update(self, obs: Any, generator: th.Generator | None = None) -> None:
-        """Fold one batch into the running factors; refresh the inverses when due."""
-        batch = self.batch_factors(obs, generator)
+    def update(self, obs: Any, generator: th.Generator | None = None, recorded: Recorded | None = None) -> None:
+        """Fold one batch into the running factors; refresh the inverses when due (``recorded``: see
+        :meth:`batch_factors`)."""
+        batch = self.batch_factors(obs, generator, recorded)
         first = self.steps == 0
         for stored, new in zip(self.factors, batch, strict=True):
             for key, value in new.items():
@@ -448,9 +563,25 @@ class KFAC:
             self._scatter(out, block, kron_matvec(fac["A"], fac["S"], part) if "A" in fac else fac["F"] @ part)
         return out
 
-    def quadratic(self, v: th.Tensor) -> float:
-        """``v^T F_kfac v`` (for step sizes, e.g. ACKTR's ``sqrt(2 delta / (v^T F v))``)."""
-        return float(v @ self.mvp(v))
+    def quadratic(self, v: th.Tensor, num_leading: int | None = None) -> float:
+        """``v^T F_kfac v`` (for step sizes, e.g. ACKTR's ``sqrt(2 delta / (v^T F v))``).
+
+        ``num_leading``: sum only the blocks of the first ``num_leading`` parameters (for
+        :meth:`for_actor_critic`, ``len(head.params)``: the policy's part, without the value's own
+        blocks; a shared layer's block keeps its joint factor, so the policy's part is then over-, never
+        under-estimated)."""
+        if num_leading is None:
+            return float(v @ self.mvp(v))
+        self._check_ready(v)
+        total = 0.0
+        for block, fac in zip(self.blocks, self.factors, strict=True):
+            first = block.layer.weight_index if block.layer is not None else block.dense_index
+            assert first is not None
+            if first >= num_leading:
+                continue
+            part = self._split(v, block)
+            total += float((part * (kron_matvec(fac["A"], fac["S"], part) if "A" in fac else fac["F"] @ part)).sum())
+        return total
 
     def precondition(self, g: th.Tensor) -> th.Tensor:
         """The damped natural gradient ``(F_kfac + lambda)^{-1} g`` per block, in the eigenbases of the
@@ -507,7 +638,8 @@ class KFAC:
             "eigen": [{k: v.clone() for k, v in e.items()} for e in self.eigen],
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Restore :meth:`state_dict` (``strict`` is accepted for SB3's ``set_parameters``; shapes are always checked)."""
         if len(state["factors"]) != len(self.blocks):
             raise ValueError(f"state has {len(state['factors'])} blocks, this K-FAC has {len(self.blocks)}")
         for mine, theirs in zip(self.factors, state["factors"], strict=True):

@@ -30,6 +30,44 @@ def natural_step_scale(x: th.Tensor, fx: th.Tensor, target_kl: float) -> float |
     return math.sqrt(2.0 * target_kl / xfx)
 
 
+def clipped_step_size(eta_max: float, quadratic: float, target_kl: float | None) -> float:
+    """ACKTR's trust-region step size (Wu et al. 2017, section 3.1, "Trust region"):
+
+        eta = min(eta_max, sqrt(2 delta / (Delta^T F Delta)))
+
+    with ``delta = target_kl`` and ``quadratic = Delta^T F Delta`` for the natural direction Delta, so that
+    the step's second-order KL ``(1/2) eta^2 Delta^T F Delta`` is at most delta. ``target_kl=None``, or a
+    ``quadratic`` that is not positive and finite, leaves ``eta_max`` (no trust region).
+    """
+    if target_kl is None or not math.isfinite(quadratic) or quadratic <= 0.0:
+        return float(eta_max)
+    return float(min(eta_max, math.sqrt(2.0 * target_kl / quadratic)))
+
+
+def momentum_update(velocity: th.Tensor | None, step: th.Tensor, momentum: float) -> th.Tensor:
+    """``u <- momentum * u + (1 - momentum) * step`` (u = 0 before the first update).
+
+    The parameters then move by ``u``: the heavy-ball momentum of ACKTR (Wu et al. 2017; in OpenAI
+    baselines' K-FAC a momentum optimizer of rate ``eta (1 - momentum)``), so that a constant step is
+    taken at its own length and ``momentum=0`` is the plain step.
+    """
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    if velocity is None or momentum == 0.0:
+        return (1.0 - momentum) * step
+    return momentum * velocity + (1.0 - momentum) * step
+
+
+def clip_by_norm(g: th.Tensor, max_norm: float | None) -> tuple[th.Tensor, float]:
+    """``g * min(1, max_norm / |g|)`` and ``|g|`` (as ``torch.nn.utils.clip_grad_norm_``, on a flat vector;
+    ``max_norm=None`` or ``<= 0``: no clipping)."""
+    norm = float(g.norm())
+    if max_norm is None or max_norm <= 0 or not math.isfinite(norm):
+        return g, norm
+    coef = max_norm / (norm + 1e-6)
+    return (g * coef if coef < 1.0 else g), norm
+
+
 def apply_step(head: ActorHead, step: th.Tensor) -> None:
     """theta += step for the actor parameters (in place, outside autograd)."""
     with th.no_grad():

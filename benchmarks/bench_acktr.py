@@ -1,0 +1,98 @@
+"""ACKTR's update against A2C's, on the same rollout, one torch thread.
+
+    python benchmarks/bench_acktr.py [--repeats 9] [--out benchmarks/results/acktr_speed]
+
+For CartPole-v1 (8 envs x 32 steps = 256 samples) and HalfCheetah-v5 (1 env x 2048 steps), SB3's
+default MlpPolicy (64x64 tanh, shared=False): one rollout is collected by SB3's A2C and copied into
+each model, then ``train()`` (one update) is timed for A2C (RMSprop, SB3's default), ACKTR with
+``fisher="exact"`` and ``"sample"`` (``critic="kfac"``, the joint step; eigendecompositions every 10
+updates, so amortized) and ACKTR with ``critic="adam"`` (10 epochs of the critic, as NAC). Rounds
+alternate the models; medians and the ratios to A2C's median of the same process are printed and
+written as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import torch as th
+from stable_baselines3 import A2C
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+
+from sb3_natural import ACKTR
+
+CASES = {"CartPole-v1": (8, 32), "HalfCheetah-v5": (1, 2048)}
+VARIANTS = {
+    "acktr_exact": {"fisher": "exact"},
+    "acktr_sample": {"fisher": "sample"},
+    "acktr_exact_adam_critic": {"fisher": "exact", "critic": "adam"},
+}
+
+
+def _rollout(env_id: str, n_envs: int, n_steps: int):
+    a2c = A2C("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=0), n_steps=n_steps, seed=0, device="cpu")
+    train = a2c.train
+    a2c.train = lambda: None  # type: ignore[method-assign]
+    a2c.learn(n_envs * n_steps)
+    a2c.train = train  # type: ignore[method-assign]
+    return a2c
+
+
+def measure(env_id: str, repeats: int) -> dict:
+    n_envs, n_steps = CASES[env_id]
+    a2c = _rollout(env_id, n_envs, n_steps)
+    models = {"a2c": a2c}
+    for name, kwargs in VARIANTS.items():
+        m = ACKTR("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=0), n_steps=n_steps, seed=0, device="cpu", **kwargs)
+        m.policy.load_state_dict(a2c.policy.state_dict())
+        m.set_logger(configure(None, []))
+        models[name] = m
+    buffers = {name: copy.deepcopy(a2c.rollout_buffer) for name in models}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(repeats + 2):  # two warm-up rounds
+        for name, m in models.items():
+            m.rollout_buffer = copy.deepcopy(buffers[name])
+            t0 = time.perf_counter()
+            m.train()
+            dt = time.perf_counter() - t0
+            if r >= 2:
+                times[name].append(dt)
+    med = {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+    return {
+        "env": env_id,
+        "batch": n_envs * n_steps,
+        "median_ms": med,
+        "ratio_to_a2c": {name: med[name] / med["a2c"] for name in models if name != "a2c"},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--envs", nargs="+", default=list(CASES))
+    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON result")
+    args = parser.parse_args()
+    th.set_num_threads(1)
+    results = [measure(env_id, args.repeats) for env_id in args.envs]
+    for res in results:
+        print(f"{res['env']} (N = {res['batch']}): A2C update {res['median_ms']['a2c']:.2f} ms")
+        for name, ratio in res["ratio_to_a2c"].items():
+            print(f"  {name}: {res['median_ms'][name]:.2f} ms = {ratio:.2f}x A2C")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        meta = {"date": str(date.today()), "machine": platform.processor() or platform.machine(), "threads": 1}
+        path = args.out / f"bench_acktr_{int(time.time())}.json"
+        path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import FloatSchedule
+
+from sb3_natural.common.checks import check_at_least_one, check_rate
+from sb3_natural.common.kfac import DAMPING_MODES, KFAC
+from sb3_natural.common.updates import clip_by_norm, clipped_step_size, momentum_update
+from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
+
+FISHERS = ("exact", "sample", "identity")
+CRITICS = ("kfac", "adam")
+
+
+class UpdateState:
+    """What ACKTR's update carries from one rollout to the next, as SB3 saves it (``state_dict`` /
+    ``load_state_dict``, tensors and counters only): the K-FAC factors and inverses and the momentum."""
+
+    def __init__(self, kfac: KFAC) -> None:
+        self.kfac = kfac
+        self.velocity: th.Tensor | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        velocity = None if self.velocity is None else self.velocity.clone()
+        return {"kfac": self.kfac.state_dict(), "velocity": velocity}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        self.kfac.load_state_dict(state["kfac"], strict=strict)
+        velocity = state["velocity"]
+        if velocity is not None and velocity.shape != (self.kfac.num_params,):
+            raise ValueError(f"velocity has shape {tuple(velocity.shape)}, expected ({self.kfac.num_params},)")
+        self.velocity = None if velocity is None else velocity.clone()
+
+
+class ACKTR(NaturalOnPolicyAlgorithm):
+    """
+    Actor Critic using Kronecker-Factored Trust Region (ACKTR).
+
+    Paper: Wu, Mansimov, Liao, Grosse & Ba, "Scalable trust-region method for deep reinforcement
+    learning using Kronecker-factored approximation" (NeurIPS 2017). K-FAC: Martens & Grosse (2015);
+    convolutions: Grosse & Martens (2016).
+
+    A2C's rollouts and loss ``L = -mean(A log pi) - ent_coef * mean(H) + vf_coef * mean((R - V)^2)``;
+    the gradient ``g`` (clipped to ``max_grad_norm``) is preconditioned by K-FAC,
+    ``Delta = (F_kfac + damping)^{-1} g``, and the parameters move by ``-eta Delta`` with the trust-region
+    step size ``eta = min(learning_rate, sqrt(2 target_kl / (Delta^T F_kfac Delta)))``, through momentum.
+    ``Delta^T F_kfac Delta`` is taken over the policy's K-FAC blocks (the value's own blocks left out), so
+    that ``target_kl`` bounds the second-order KL of the policy, not of the value's Gaussian.
+    The policy's Fisher has its expectation over actions in closed form (``fisher="exact"``) or one
+    sampled action per state (``"sample"``, the paper's). With ``critic="kfac"`` (the paper's) the value
+    loss is in ``L`` and the curvature is the joint one: the policy's Fisher and ``vf_fisher_coef`` times
+    the value's Gauss-Newton matrix, one step for the actor and the critic (a shared features extractor
+    gets both). With ``critic="adam"`` the actor takes the natural step alone and the value function is
+    then fitted by Adam epochs over the parameters the actor does not depend on (as NAC does).
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: ``eta_max``, the largest step size (a float or a schedule of the remaining progress)
+    :param n_steps: Steps per environment per update (the rollout is ``n_steps * n_envs`` samples)
+    :param gamma: Discount factor
+    :param gae_lambda: GAE lambda (1.0: A2C's n-step returns)
+    :param ent_coef: Entropy coefficient of the loss
+    :param vf_coef: Value-loss coefficient of the loss (``critic="kfac"``)
+    :param max_grad_norm: Clip the loss gradient to this norm before preconditioning (None or 0: no clipping)
+    :param target_kl: The trust region delta (true KL, summed over action dimensions) of the step size
+        rule; None: ``eta = learning_rate`` (no trust region)
+    :param momentum: Momentum of the step, in [0, 1): ``u <- momentum u + (1 - momentum) eta Delta``,
+        ``theta <- theta - u`` (0: the plain step)
+    :param fisher: The actor's curvature: ``"exact"`` (K-FAC with the expectation over actions in
+        closed form), ``"sample"`` (one action drawn per state) or ``"identity"`` (no curvature: the
+        plain gradient, an ablation; with ``target_kl=None`` and ``momentum=0`` it is A2C with SGD)
+    :param critic: ``"kfac"`` (the joint K-FAC step of actor and critic) or ``"adam"`` (Adam epochs on
+        the value loss after the actor's step)
+    :param kfac_damping: Tikhonov damping lambda > 0 of the K-FAC inverse
+    :param kfac_damping_mode: ``"pi"`` (factored Tikhonov, Martens & Grosse 2015, section 6.3) or ``"exact"``
+    :param kfac_decay: Weight of the old factors in K-FAC's running averages, in [0, 1)
+    :param inverse_update_freq: Refresh K-FAC's eigendecompositions every this many updates
+    :param vf_fisher_coef: Weight c > 0 of the value's Gauss-Newton matrix in the joint curvature
+        (``critic="kfac"``)
+    :param n_critic_updates: Epochs of minibatch Adam on the value loss per update (``critic="adam"``)
+    :param batch_size: Minibatch size of those epochs (``critic="adam"``)
+    :param critic_learning_rate: Adam learning rate of the value function (``critic="adam"``; float or schedule)
+    :param normalize_advantage: Normalize advantages (zero mean, unit std) before the update
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE (-1: only at
+        the beginning of the rollout)
+    :param rollout_buffer_class: Rollout buffer class to use (None: selected automatically)
+    :param rollout_buffer_kwargs: Keyword arguments for the rollout buffer
+    :param stats_window_size: Window size for the rollout logging (episodes)
+    :param tensorboard_log: The log location for tensorboard (if None, no logging)
+    :param policy_kwargs: Additional arguments passed to the policy on creation
+    :param verbose: 0 no output, 1 info messages, 2 debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 0.25,
+        n_steps: int = 20,
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float | None = 0.5,
+        target_kl: float | None = 0.001,
+        momentum: float = 0.9,
+        fisher: Literal["exact", "sample", "identity"] = "exact",
+        critic: Literal["kfac", "adam"] = "kfac",
+        kfac_damping: float = 1e-2,
+        kfac_damping_mode: Literal["pi", "exact"] = "pi",
+        kfac_decay: float = 0.95,
+        inverse_update_freq: int = 10,
+        vf_fisher_coef: float = 1.0,
+        n_critic_updates: int = 10,
+        batch_size: int = 64,
+        critic_learning_rate: float | Schedule = 1e-3,
+        normalize_advantage: bool = False,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=0.0 if max_grad_norm is None else max_grad_norm,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+        )
+        if fisher not in FISHERS:
+            raise ValueError(f"fisher must be one of {FISHERS}, got {fisher!r}")
+        if critic not in CRITICS:
+            raise ValueError(f"critic must be one of {CRITICS}, got {critic!r}")
+        if kfac_damping_mode not in DAMPING_MODES:
+            raise ValueError(f"kfac_damping_mode must be one of {DAMPING_MODES}, got {kfac_damping_mode!r}")
+        for name, value in (("ent_coef", ent_coef), ("vf_coef", vf_coef)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+        if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float)) and max_grad_norm >= 0):
+            raise ValueError(f"max_grad_norm must be a float >= 0 or None, got {max_grad_norm!r}")
+        if target_kl is not None and not (isinstance(target_kl, (int, float)) and math.isfinite(target_kl) and target_kl > 0):
+            raise ValueError(f"target_kl must be a finite float > 0 or None, got {target_kl!r}")
+        if not (isinstance(momentum, (int, float)) and 0.0 <= momentum < 1.0):
+            raise ValueError(f"momentum must be a float in [0, 1), got {momentum!r}")
+        if not (isinstance(kfac_damping, (int, float)) and math.isfinite(kfac_damping) and kfac_damping > 0):
+            raise ValueError(f"kfac_damping must be a finite float > 0, got {kfac_damping!r}")
+        if not (isinstance(kfac_decay, (int, float)) and 0.0 <= kfac_decay < 1.0):
+            raise ValueError(f"kfac_decay must be a float in [0, 1), got {kfac_decay!r}")
+        if not (isinstance(vf_fisher_coef, (int, float)) and math.isfinite(vf_fisher_coef) and vf_fisher_coef > 0):
+            raise ValueError(f"vf_fisher_coef must be a finite float > 0, got {vf_fisher_coef!r}")
+        check_at_least_one(inverse_update_freq=inverse_update_freq)
+        self._check_critic_args(n_critic_updates, batch_size)
+        check_rate("critic_learning_rate", critic_learning_rate)
+        self.max_grad_norm = max_grad_norm  # type: ignore[assignment]  # None: no clipping
+        self.target_kl = target_kl
+        self.momentum = float(momentum)
+        self.fisher = fisher
+        self.critic = critic
+        self.kfac_damping = kfac_damping
+        self.kfac_damping_mode = kfac_damping_mode
+        self.kfac_decay = kfac_decay
+        self.inverse_update_freq = int(inverse_update_freq)
+        self.vf_fisher_coef = vf_fisher_coef
+        self.n_critic_updates = n_critic_updates
+        self.batch_size = batch_size
+        self.critic_learning_rate = critic_learning_rate
+        self.normalize_advantage = normalize_advantage
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self.critic_lr_schedule = FloatSchedule(self.critic_learning_rate)
+        self._setup_critic()  # the Adam critic's optimizer (used with critic="adam")
+        kwargs: dict[str, Any] = {
+            "mode": "sample" if self.fisher == "sample" else "exact",
+            "damping": float(self.kfac_damping),
+            "damping_mode": self.kfac_damping_mode,
+            "decay": float(self.kfac_decay),
+            "inverse_update_freq": self.inverse_update_freq,
+        }
+        if self.critic == "kfac":
+            kfac = KFAC.for_actor_critic(self._head, vf_fisher_coef=float(self.vf_fisher_coef), **kwargs)
+        else:
+            kfac = KFAC(self._head, **kwargs)
+        self._state = UpdateState(kfac)
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, tensors = super()._get_torch_save_params()
+        return [*state_dicts, "_state"], tensors
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_state"]
+
+    def _group_schedules(self) -> list[Schedule]:
+        return [self.critic_lr_schedule]  # learning_rate is eta_max, not an optimizer rate
+
+    def _critic_optimizer_used(self) -> bool:
+        return self.critic == "adam"
+
+    # ------------------------------------------------------------------ train
+    def train(self) -> None:
+        """One ACKTR update from the rollout: the K-FAC natural step (joint with the critic for
+        ``critic="kfac"``), then the critic's Adam epochs for ``critic="adam"``."""
+        self.policy.set_training_mode(True)
+        self._update_schedules()
+        data, actions, adv = self._rollout_batch(self.normalize_advantage)
+        obs, state = data.observations, self._state
+        kfac, head = state.kfac, self._head
+        d = head.dist.out_dim
+        joint = self.critic == "kfac"
+
+        recorded = kfac.record(obs)  # one forward: the loss and K-FAC's factors
+        z = recorded.y[:, :d]
+        logp = head.dist.log_prob(z, actions)
+        entropy = -logp if head.dist.squash else head.dist.entropy(z)  # SB3: no closed form when squashed
+        policy_loss = -(adv * logp).mean()
+        entropy_loss = -entropy.mean()
+        loss = policy_loss + self.ent_coef * entropy_loss
+        value_loss = th.zeros(())
+        if joint:
+            value_loss = F.mse_loss(data.returns, recorded.y[:, d])
+            loss = loss + self.vf_coef * value_loss
+        grads = th.autograd.grad(loss, kfac.params, allow_unused=True, retain_graph=self.fisher != "identity")
+        g = th.cat([(th.zeros_like(p) if gi is None else gi).reshape(-1) for p, gi in zip(kfac.params, grads, strict=True)])
+        g, grad_norm = clip_by_norm(g.detach(), self.max_grad_norm)
+        stats: dict[str, Any] = {
+            "policy_loss": float(policy_loss.detach()),
+            "entropy_loss": float(entropy_loss.detach()),
+            "grad_norm": grad_norm,
+        }
+        z_old = z.detach()
+        del z, logp, entropy, loss
+        step_info = self._natural_step(obs, g, recorded if self.fisher != "identity" else None)
+        del recorded
+        stats.update(step_info)
+        if step_info["step_skipped"] == 0.0:
+            with th.no_grad():
+                stats["kl"] = float(head.dist.kl(z_old, head(obs)).mean())
+        else:
+            stats["kl"] = 0.0
+        if joint:
+            value_loss_value = float(value_loss.detach())
+        else:
+            value_loss_value = self._fit_critic(obs, data.returns)
+        self._record_update(stats, value_loss_value, self._rollout_explained_variance())
+
+    def _natural_step(self, obs: Any, g: th.Tensor, recorded: Any) -> dict[str, Any]:
+        """``Delta = (F_kfac + damping)^{-1} g``, ``eta`` by the trust region, momentum, the step.
+
+        A non-finite gradient or direction leaves the parameters, the K-FAC state and the momentum as
+        they were (``train/step_skipped`` = 1 and ``train/skip_reason`` say why)."""
+        state, kfac = self._state, self._state.kfac
+        info: dict[str, Any] = {"step_skipped": 0.0}
+
+        def skip(reason: str, kfac_before: dict[str, Any] | None) -> dict[str, Any]:
+            if kfac_before is not None:
+                kfac.load_state_dict(kfac_before)
+            self.logger.record("train/skip_reason", reason)
+            info.update(step_skipped=1.0, step_norm=0.0, step_scale=0.0)
+            return info
+
+        if not bool(th.isfinite(g).all()):
+            return skip("the loss gradient is not finite", None)
+        n_actor = len(self._head.params)
+        n_actor_entries = self._head.num_params
+        before: dict[str, Any] | None = None
+        if recorded is not None:
+            before = kfac.state_dict()
+            kfac.update(obs, generator=self._generator(), recorded=recorded)
+            direction = kfac.precondition(g)
+            quadratic = kfac.quadratic(direction, num_leading=n_actor)  # the policy's part: KL of the policy
+        else:  # fisher="identity": the plain gradient
+            direction = g
+            quadratic = float(g[:n_actor_entries] @ g[:n_actor_entries])
+        if not (bool(th.isfinite(direction).all()) and math.isfinite(quadratic)):
+            return skip("the K-FAC direction is not finite", before)
+        eta = clipped_step_size(self.lr_schedule(self._current_progress_remaining), quadratic, self.target_kl)
+        velocity = momentum_update(state.velocity, eta * direction, self.momentum)
+        if not bool(th.isfinite(velocity).all()):
+            return skip("the step is not finite", before)
+        with th.no_grad():
+            offset = 0
+            for p in kfac.params:
+                p.sub_(velocity[offset : offset + p.numel()].view_as(p))
+                offset += p.numel()
+        state.velocity = velocity
+        info.update(step_scale=eta, step_norm=float(velocity.norm()), kfac_quadratic=quadratic)
+        return info
+
+    def _generator(self) -> th.Generator:
+        """The actions of ``fisher="sample"``: a generator seeded by the seed and the update count, so
+        that a loaded model resumes with the same draws."""
+        base = 0 if self.seed is None else int(self.seed)
+        return th.Generator(device="cpu").manual_seed(base * 1_000_003 + int(self._n_updates))

@@ -1,0 +1,263 @@
+"""ACKTR: parity with SB3's A2C, the joint K-FAC curvature, the step rule, failed updates, resuming."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import A2C
+from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from sb3_natural import ACKTR
+from sb3_natural.common.kfac import KFAC
+from sb3_natural.common.updates import clip_by_norm, clipped_step_size, momentum_update
+
+
+def _no_train_rollout(model):
+    """Fill the model's rollout buffer (one rollout) without its update."""
+    train = model.train
+    model.train = lambda: None
+    model.learn(model.n_steps * model.n_envs)
+    model.train = train
+
+
+ENVS = {
+    "discrete": lambda: gym.make("CartPole-v1"),
+    "box": lambda: gym.make("Pendulum-v1"),
+    "multidiscrete": lambda: IdentityEnvMultiDiscrete(dim=3),
+    "multibinary": lambda: IdentityEnvMultiBinary(dim=3),
+}
+
+
+@pytest.mark.parametrize("share", [False, True])
+@pytest.mark.parametrize("space", [*ENVS, "box_sde"])
+def test_identity_curvature_no_trust_region_and_sgd_is_a2c(space, share):
+    """fisher="identity", target_kl=None, momentum=0: one ACKTR update equals SB3's A2C update with SGD
+    on the same batch and weights (loss, entropy bonus, value loss, gradient clipping)."""
+    sde = space == "box_sde"
+    env_fn = ENVS["box" if sde else space]
+    common = {
+        "n_steps": 16, "learning_rate": 0.3, "gamma": 0.95, "gae_lambda": 0.9, "ent_coef": 0.01, "vf_coef": 0.4,
+        "max_grad_norm": 0.5, "use_sde": sde, "seed": 0, "device": "cpu",
+    }  # fmt: skip
+    policy_kwargs = {"net_arch": [16], "share_features_extractor": share}
+    a2c = A2C("MlpPolicy", env_fn(), policy_kwargs={**policy_kwargs, "optimizer_class": th.optim.SGD}, **common)
+    acktr = ACKTR(
+        "MlpPolicy", env_fn(), fisher="identity", target_kl=None, momentum=0.0, policy_kwargs=policy_kwargs, **common
+    )
+    acktr.policy.load_state_dict(a2c.policy.state_dict())
+    _no_train_rollout(a2c)
+    acktr.rollout_buffer = copy.deepcopy(a2c.rollout_buffer)
+    acktr._current_progress_remaining = a2c._current_progress_remaining
+    acktr.set_logger(configure(None, []))
+    before = [p.detach().clone() for p in a2c.policy.parameters()]
+    a2c.train()
+    acktr.train()
+    moved = 0.0
+    for p0, pa, pb in zip(before, a2c.policy.parameters(), acktr.policy.parameters(), strict=True):
+        th.testing.assert_close(pb, pa, rtol=1e-5, atol=1e-6)
+        moved = max(moved, float((pa - p0).detach().abs().max()))
+    assert moved > 1e-4  # the update did move the parameters
+
+
+# ----------------------------------------------------------------------------- joint K-FAC
+class _LinearExtractor(BaseFeaturesExtractor):
+    """A features extractor with parameters (Linear, or Linear + LayerNorm), shared by both heads."""
+
+    def __init__(self, observation_space, features_dim=5, layer_norm=False):
+        super().__init__(observation_space, features_dim)
+        n = int(np.prod(observation_space.shape))
+        layers = [nn.Flatten(), nn.Linear(n, features_dim), nn.Tanh()]
+        if layer_norm:
+            layers.append(nn.LayerNorm(features_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, obs):
+        return self.net(obs)
+
+
+def _dense_joint_fisher(kfac, policy, obs, vf_fisher_coef):
+    """``J^T diag(M_pi, c) J`` of ``y = [z, v]`` at one observation, in K-FAC's parameter order (float64)."""
+    from sb3_natural.common.heads import ActorHead
+
+    head = ActorHead(policy)
+    y = kfac.record(obs).y  # [1, d + 1]
+    d = head.dist.out_dim
+    rows = []
+    for j in range(y.shape[1]):
+        gs = th.autograd.grad(y[0, j], kfac.params, retain_graph=True, allow_unused=True)
+        rows.append(th.cat([(th.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(kfac.params, gs, strict=True)]))
+    jac = th.stack(rows)  # [d + 1, P]
+    m = th.zeros(d + 1, d + 1, dtype=th.float64)
+    m[:d, :d] = head.dist.fisher_matrix(y[:, :d].detach())[0]
+    m[d, d] = vf_fisher_coef
+    return jac.T @ m @ jac
+
+
+@pytest.mark.parametrize(
+    "env_id, extractor",
+    [("CartPole-v1", None), ("Pendulum-v1", None), ("CartPole-v1", "linear"), ("Pendulum-v1", "layer_norm")],
+)
+def test_joint_kfac_blocks_are_exact_on_one_state(env_id, extractor):
+    """On one state every diagonal block of the joint K-FAC (policy Fisher + c * value Gauss-Newton) equals
+    the dense joint matrix's block (1e-10): Linear layers of each head, a shared extractor's layer (both
+    heads' output gradients), the shared log_std and a shared LayerNorm (dense blocks)."""
+    policy_kwargs: dict = {"net_arch": [4]}
+    if extractor is not None:
+        policy_kwargs.update(
+            features_extractor_class=_LinearExtractor,
+            features_extractor_kwargs={"layer_norm": extractor == "layer_norm"},
+            share_features_extractor=True,
+        )
+    model = ACKTR("MlpPolicy", env_id, policy_kwargs=policy_kwargs, seed=0, device="cpu")
+    policy = model.policy.double()
+    kfac = KFAC.for_actor_critic(policy, vf_fisher_coef=0.7, damping=1e-3)
+    obs = th.as_tensor(model.observation_space.sample()[None], dtype=th.float64)
+    kfac.update(obs)
+    dense = _dense_joint_fisher(kfac, policy, obs, 0.7)
+    approx = kfac.matrix()
+    assert approx.shape == dense.shape
+    n_blocks = 0
+    for block in kfac.blocks:
+        idx = []
+        for i in [block.layer.weight_index, block.layer.bias_index] if block.layer is not None else [block.dense_index]:
+            if i is not None:
+                idx += list(range(kfac.offsets[i], kfac.offsets[i] + kfac.numels[i]))
+        ix = th.tensor(idx)
+        sub_dense, sub_kfac = dense[ix][:, ix], approx[ix][:, ix]
+        assert float(sub_dense.abs().max()) > 0
+        th.testing.assert_close(sub_kfac, sub_dense, rtol=1e-10, atol=1e-10)
+        n_blocks += 1
+    shared = extractor is not None
+    assert n_blocks == len(kfac.blocks) >= 4 + int(shared)
+    value_ids = {id(p) for p in policy.value_net.parameters()}
+    assert value_ids <= {id(p) for p in kfac.params}
+
+
+def test_joint_kfac_precondition_inverts_the_damped_matrix():
+    model = ACKTR("MlpPolicy", "Pendulum-v1", policy_kwargs={"net_arch": [6]}, seed=0, device="cpu")
+    policy = model.policy.double()
+    kfac = KFAC.for_actor_critic(policy, damping=1e-2)
+    obs = th.as_tensor(np.stack([model.observation_space.sample() for _ in range(32)]), dtype=th.float64)
+    kfac.update(obs)
+    g = th.randn(kfac.num_params, dtype=th.float64, generator=th.Generator().manual_seed(0))
+    x = kfac.precondition(g)
+    th.testing.assert_close(kfac.matrix(damped=True) @ x, g, rtol=1e-8, atol=1e-8)
+
+
+# ----------------------------------------------------------------------------- step rule
+def test_step_size_rule():
+    assert clipped_step_size(0.25, 2.0, 0.001) == pytest.approx(math.sqrt(2 * 0.001 / 2.0))
+    assert clipped_step_size(0.01, 2.0, 0.001) == 0.01  # eta_max binds
+    assert clipped_step_size(0.25, 2.0, None) == 0.25
+    assert clipped_step_size(0.25, 0.0, 0.001) == 0.25
+    v = momentum_update(None, th.ones(3), 0.9)
+    th.testing.assert_close(v, th.full((3,), 0.1))
+    th.testing.assert_close(momentum_update(v, th.ones(3), 0.9), th.full((3,), 0.19))
+    with pytest.raises(ValueError, match="momentum"):
+        momentum_update(None, th.ones(3), 1.0)
+    g, norm = clip_by_norm(th.tensor([3.0, 4.0]), 1.0)
+    assert norm == pytest.approx(5.0) and float(g.norm()) == pytest.approx(1.0, rel=1e-5)
+    assert th.equal(clip_by_norm(th.tensor([3.0, 4.0]), None)[0], th.tensor([3.0, 4.0]))
+
+
+@pytest.mark.parametrize("critic", ["kfac", "adam"])
+def test_one_update_moves_by_the_trust_region_step(critic):
+    """momentum=0: the parameters move by exactly ``-eta Delta`` with ``eta = min(lr, sqrt(2 delta / q))``,
+    ``q = Delta^T F_kfac Delta`` (logged), and the second-order KL ``eta^2 q / 2`` is at most delta."""
+    model = ACKTR(
+        "MlpPolicy", "CartPole-v1", n_steps=64, momentum=0.0, target_kl=1e-4, critic=critic, seed=0, device="cpu",
+        policy_kwargs={"net_arch": [16]},
+    )  # fmt: skip
+    _no_train_rollout(model)
+    before = th.cat([p.detach().reshape(-1).clone() for p in model._state.kfac.params])
+    model.train()
+    after = th.cat([p.detach().reshape(-1) for p in model._state.kfac.params])
+    logged = model.logger.name_to_value
+    eta, q = logged["train/step_scale"], logged["train/kfac_quadratic"]
+    assert eta == pytest.approx(min(0.25, math.sqrt(2e-4 / q)))
+    assert eta < 0.25  # the trust region binds at this delta
+    assert 0.5 * eta**2 * q == pytest.approx(1e-4, rel=1e-6)
+    assert float((after - before).norm()) == pytest.approx(logged["train/step_norm"], rel=1e-5)
+    assert 0 < logged["train/kl"] < 1e-2
+
+
+def test_failed_update_leaves_parameters_kfac_and_momentum_as_they_were(monkeypatch):
+    model = ACKTR("MlpPolicy", "CartPole-v1", n_steps=16, seed=0, device="cpu", policy_kwargs={"net_arch": [8]})
+    model.learn(32)  # two good updates: K-FAC state and momentum exist
+    state = model._state
+    kfac_before, velocity_before = state.kfac.state_dict(), state.velocity.clone()
+    params_before = [p.detach().clone() for p in model.policy.parameters()]
+    monkeypatch.setattr(state.kfac, "precondition", lambda g: th.full_like(g, float("nan")))
+    _no_train_rollout(model)
+    model.train()
+    for a, b in zip(params_before, model.policy.parameters(), strict=True):
+        assert th.equal(a, b)
+    assert th.equal(state.velocity, velocity_before)
+    assert state.kfac.steps == kfac_before["steps"]
+    for mine, old in zip(state.kfac.factors, kfac_before["factors"], strict=True):
+        assert all(th.equal(mine[k], old[k]) for k in old)
+    assert model.logger.name_to_value["train/step_skipped"] == 1.0
+    assert "not finite" in model.logger.name_to_value["train/skip_reason"]
+
+
+@pytest.mark.parametrize("fisher", ["exact", "sample"])
+def test_loaded_model_resumes_exactly(fisher, tmp_path):
+    """save/load carries the K-FAC factors, inverses and momentum: the next update of the loaded model
+    on the same rollout equals the original's, bit for bit."""
+    kwargs = {
+        "n_steps": 16,
+        "fisher": fisher,
+        "inverse_update_freq": 3,
+        "seed": 0,
+        "device": "cpu",
+        "policy_kwargs": {"net_arch": [8]},
+    }
+    model = ACKTR("MlpPolicy", "Pendulum-v1", **kwargs)
+    model.learn(64)
+    model.save(tmp_path / "acktr")
+    loaded = ACKTR.load(tmp_path / "acktr", env=model.get_env(), device="cpu")
+    assert loaded._state.kfac.steps == model._state.kfac.steps == 4
+    assert th.equal(loaded._state.velocity, model._state.velocity)
+    _no_train_rollout(model)
+    loaded.rollout_buffer = copy.deepcopy(model.rollout_buffer)
+    loaded._current_progress_remaining = model._current_progress_remaining
+    loaded.set_logger(configure(None, []))
+    for m in (model, loaded):
+        np.random.seed(1)  # SB3's buffer.get() shuffles with numpy's global generator (which SB3 does not save)
+        m.train()
+    for a, b in zip(model.policy.parameters(), loaded.policy.parameters(), strict=True):
+        assert th.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("fisher", "diagonal"),
+        ("critic", "sgd"),
+        ("kfac_damping_mode", "none"),
+        ("kfac_damping", 0.0),
+        ("kfac_decay", 1.0),
+        ("momentum", 1.0),
+        ("momentum", -0.1),
+        ("target_kl", 0.0),
+        ("vf_fisher_coef", 0.0),
+        ("inverse_update_freq", 0),
+        ("ent_coef", -1.0),
+        ("max_grad_norm", -1.0),
+        ("n_critic_updates", -1),
+        ("critic_learning_rate", 0.0),
+        ("learning_rate", -1.0),
+        ("gae_lambda", 1.5),
+    ],
+)
+def test_bad_arguments_name_the_argument(name, value):
+    with pytest.raises(ValueError, match=name):
+        ACKTR("MlpPolicy", "CartPole-v1", **{name: value})
