@@ -261,3 +261,70 @@ def test_loaded_model_resumes_exactly(fisher, tmp_path):
 def test_bad_arguments_name_the_argument(name, value):
     with pytest.raises(ValueError, match=name):
         ACKTR("MlpPolicy", "CartPole-v1", **{name: value})
+
+
+# ----------------------------------------------------------------------------- one-backward sample path
+def _gradient_of_update(model, monkeypatch):
+    """The (clipped) gradient that one train() hands to the natural step."""
+    seen = {}
+    step = model._natural_step
+
+    def spy(g, before):
+        seen["g"] = g.clone()
+        return step(g, before)
+
+    monkeypatch.setattr(model, "_natural_step", spy)
+    np.random.seed(3)
+    model.train()
+    return seen["g"]
+
+
+@pytest.mark.parametrize("critic", ["kfac", "adam"])
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_one_backward_sample_path_gives_the_autograd_gradient_and_factors(env_id, critic, monkeypatch):
+    """fisher="sample" computes the loss gradient of the factored layers from the output gradients of ONE
+    backward pass: it equals autograd's (the two-pass path), the value layers' factor equals the exact
+    Gauss-Newton factor, and the action layer's factor of a Categorical policy is
+    mean((onehot(a) - softmax(z)) (onehot(a) - softmax(z))^T) over the rollout's own actions."""
+    kwargs = dict(n_steps=32, ent_coef=0.01, max_grad_norm=None, seed=0, device="cpu", critic=critic)
+    fast = ACKTR("MlpPolicy", env_id, fisher="sample", policy_kwargs={"net_arch": [8]}, **kwargs)
+    assert fast._one_backward is not None
+    exact = ACKTR("MlpPolicy", env_id, fisher="exact", policy_kwargs={"net_arch": [8]}, **kwargs)
+    exact.policy.load_state_dict(fast.policy.state_dict())
+    _no_train_rollout(fast)
+    exact.rollout_buffer = copy.deepcopy(fast.rollout_buffer)
+    exact._current_progress_remaining = fast._current_progress_remaining
+    exact.set_logger(configure(None, []))
+    np.random.seed(3)
+    data = next(copy.deepcopy(fast.rollout_buffer).get(batch_size=None))  # the batch train() sees
+    with th.no_grad():
+        z_before = fast._head(data.observations)
+    g_fast = _gradient_of_update(fast, monkeypatch)
+    g_exact = _gradient_of_update(exact, monkeypatch)
+    th.testing.assert_close(g_fast, g_exact, rtol=1e-5, atol=1e-7)
+    assert float(g_fast.norm()) > 0
+    kf, ke = fast._state.kfac, exact._state.kfac
+    value_layers, _ = fast._one_backward
+    n_value = 0
+    for block, f_fast, f_exact in zip(kf.blocks, kf.factors, ke.factors, strict=True):
+        if block.layer is not None and id(block.layer.module) in value_layers:
+            th.testing.assert_close(f_fast["S"], f_exact["S"], rtol=1e-5, atol=1e-8)
+            n_value += 1
+        if block.layer is not None:
+            th.testing.assert_close(f_fast["A"], f_exact["A"], rtol=1e-5, atol=1e-8)
+    assert n_value == (2 if critic == "kfac" else 0)
+    if env_id == "CartPole-v1":
+        probs = th.softmax(z_before, dim=1)  # the policy before the update
+        g = th.nn.functional.one_hot(data.actions.long().flatten(), 2).float() - probs
+        action_block = next(f for b, f in zip(kf.blocks, kf.factors, strict=True) if b.layer and b.layer.module is fast.policy.action_net)
+        th.testing.assert_close(action_block["S"], g.T @ g / g.shape[0], rtol=1e-5, atol=1e-7)
+
+
+def test_shared_extractor_takes_the_two_pass_sample_path():
+    model = ACKTR(
+        "MlpPolicy", "CartPole-v1", fisher="sample", n_steps=16, seed=0, device="cpu",
+        policy_kwargs={"features_extractor_class": _LinearExtractor, "share_features_extractor": True, "net_arch": [4]},
+    )  # fmt: skip
+    assert model._one_backward is None
+    model.learn(32)
+    assert model._n_updates == 2

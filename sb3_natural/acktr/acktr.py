@@ -12,7 +12,8 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_natural.common.checks import check_at_least_one, check_rate
-from sb3_natural.common.kfac import DAMPING_MODES, KFAC
+from sb3_natural.common.heads import index_obs
+from sb3_natural.common.kfac import DAMPING_MODES, KFAC, value_parameters
 from sb3_natural.common.updates import clip_by_norm, clipped_step_size, momentum_update
 from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
 
@@ -75,8 +76,10 @@ class ACKTR(NaturalOnPolicyAlgorithm):
     :param momentum: Momentum of the step, in [0, 1): ``u <- momentum u + (1 - momentum) eta Delta``,
         ``theta <- theta - u`` (0: the plain step)
     :param fisher: The actor's curvature: ``"exact"`` (K-FAC with the expectation over actions in
-        closed form), ``"sample"`` (one action drawn per state) or ``"identity"`` (no curvature: the
-        plain gradient, an ablation; with ``target_kl=None`` and ``momentum=0`` it is A2C with SGD)
+        closed form), ``"sample"`` (one action per state, as the paper: the rollout's own action, a draw
+        from the current policy since there is one update per rollout, so that one backward pass gives
+        the factors and the gradient) or ``"identity"`` (no curvature: the plain gradient, an ablation;
+        with ``target_kl=None`` and ``momentum=0`` it is A2C with SGD)
     :param critic: ``"kfac"`` (the joint K-FAC step of actor and critic) or ``"adam"`` (Adam epochs on
         the value loss after the actor's step)
     :param kfac_damping: Tikhonov damping lambda > 0 of the K-FAC inverse
@@ -219,13 +222,33 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         else:
             kfac = KFAC(self._head, **kwargs)
         self._state = UpdateState(kfac)
+        self._one_backward = self._one_backward_plan(kfac)
+
+    def _one_backward_plan(self, kfac: KFAC) -> tuple[set[int], list[int]] | None:
+        """For ``fisher="sample"``: the value's layers and the unfactored parameters, or None when a
+        factored layer feeds both heads (a shared features extractor), whose per-head output gradients
+        one backward pass cannot separate (the two-pass path is used then)."""
+        n_actor = len(self._head.params)
+        value_ids = {id(p) for p in value_parameters(self.policy)} if self.critic == "kfac" else set()
+        value_layers: set[int] = set()
+        covered: set[int] = set()
+        for block in kfac.blocks:
+            if block.layer is None:
+                continue
+            lay = block.layer
+            covered.update(i for i in (lay.weight_index, lay.bias_index) if i is not None)
+            if lay.weight_index < n_actor and id(kfac.params[lay.weight_index]) in value_ids:
+                return None  # shared by both heads
+            if lay.weight_index >= n_actor:
+                value_layers.add(id(lay.module))
+        return value_layers, [i for i in range(len(kfac.params)) if i not in covered]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, tensors = super()._get_torch_save_params()
         return [*state_dicts, "_state"], tensors
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_state"]
+        return [*super()._excluded_save_params(), "_state", "_one_backward"]
 
     def _group_schedules(self) -> list[Schedule]:
         return [self.critic_lr_schedule]  # learning_rate is eta_max, not an optimizer rate
@@ -240,8 +263,7 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_schedules()
         data, actions, adv = self._rollout_batch(self.normalize_advantage)
-        obs, state = data.observations, self._state
-        kfac, head = state.kfac, self._head
+        obs, kfac, head = data.observations, self._state.kfac, self._head
         d = head.dist.out_dim
         joint = self.critic == "kfac"
 
@@ -254,10 +276,17 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         loss = policy_loss + self.ent_coef * entropy_loss
         value_loss = th.zeros(())
         if joint:
-            value_loss = F.mse_loss(data.returns, recorded.y[:, d])
+            values = recorded.y[:, d]
+            value_loss = F.mse_loss(data.returns, values)
             loss = loss + self.vf_coef * value_loss
-        grads = th.autograd.grad(loss, kfac.params, allow_unused=True, retain_graph=self.fisher != "identity")
-        g = th.cat([(th.zeros_like(p) if gi is None else gi).reshape(-1) for p, gi in zip(kfac.params, grads, strict=True)])
+        before = kfac.snapshot()
+        if self.fisher == "sample" and self._one_backward is not None:
+            g = self._one_backward_gradient(obs, recorded, logp, adv, data.returns, loss, entropy_loss)
+        else:
+            grads = th.autograd.grad(loss, kfac.params, allow_unused=True, retain_graph=self.fisher != "identity")
+            g = kfac_flat(kfac.params, grads)
+            if self.fisher != "identity":
+                kfac.update(obs, generator=self._generator(), recorded=recorded)
         g, grad_norm = clip_by_norm(g.detach(), self.max_grad_norm)
         stats: dict[str, Any] = {
             "policy_loss": float(policy_loss.detach()),
@@ -265,55 +294,98 @@ class ACKTR(NaturalOnPolicyAlgorithm):
             "grad_norm": grad_norm,
         }
         z_old = z.detach()
-        del z, logp, entropy, loss
-        step_info = self._natural_step(obs, g, recorded if self.fisher != "identity" else None)
-        del recorded
+        del recorded, z, logp, entropy, loss
+        step_info = self._natural_step(g, before)
         stats.update(step_info)
-        if step_info["step_skipped"] == 0.0:
-            with th.no_grad():
-                stats["kl"] = float(head.dist.kl(z_old, head(obs)).mean())
-        else:
-            stats["kl"] = 0.0
-        if joint:
-            value_loss_value = float(value_loss.detach())
-        else:
-            value_loss_value = self._fit_critic(obs, data.returns)
+        stats["kl"] = self._measured_kl(obs, z_old) if step_info["step_skipped"] == 0.0 else 0.0
+        value_loss_value = float(value_loss.detach()) if joint else self._fit_critic(obs, data.returns)
         self._record_update(stats, value_loss_value, self._rollout_explained_variance())
 
-    def _natural_step(self, obs: Any, g: th.Tensor, recorded: Any) -> dict[str, Any]:
+    def _one_backward_gradient(
+        self,
+        obs: Any,
+        recorded: Any,
+        logp: th.Tensor,
+        adv: th.Tensor,
+        returns: th.Tensor,
+        loss: th.Tensor,
+        entropy_loss: th.Tensor,
+    ) -> th.Tensor:
+        """``fisher="sample"`` with the rollout's own actions (draws from the current policy: one update per
+        rollout) in ONE backward pass: ``d/dy`` of ``sum_i log pi(a_i|s_i) (+ sum_i v_i)`` at every layer
+        output gives each layer's output factor (the value's exactly, ``M = 1``) and, weighted per sample
+        by ``-A_i / N`` (``2 vf_coef (v_i - R_i) / N``), the loss gradient of the layer
+        (:meth:`KFAC.update_with_gradient`). Parameters K-FAC does not factor (``log_std``) and the
+        entropy term get theirs from autograd."""
+        kfac, d, n = self._state.kfac, self._head.dist.out_dim, adv.shape[0]
+        assert self._one_backward is not None
+        value_layers, other = self._one_backward
+        scalar = logp.sum()
+        if self.critic == "kfac":
+            values = recorded.y[:, d]
+            scalar = scalar + values.sum()
+            w_value = (2.0 * self.vf_coef / n) * (values.detach() - returns)
+        outputs = [rec.output for rec in recorded.records]
+        out_grads = [
+            th.zeros_like(out) if g_out is None else g_out
+            for out, g_out in zip(outputs, th.autograd.grad(scalar, outputs, retain_graph=True, allow_unused=True), strict=True)
+        ]
+        w_actor = -adv / n
+        given = {}
+        for rec, g_out in zip(recorded.records, out_grads, strict=True):
+            key = id(rec.layer.module)
+            given[key] = (g_out, w_value, float(self.vf_fisher_coef)) if key in value_layers else (g_out, w_actor, 1.0)
+        g = kfac.update_with_gradient(obs, recorded, given)
+        if other:  # the unfactored parameters: the whole loss
+            grads = th.autograd.grad(loss, [kfac.params[i] for i in other], retain_graph=self.ent_coef > 0)
+            for i, gi in zip(other, grads, strict=True):
+                g[kfac.offsets[i] : kfac.offsets[i] + kfac.numels[i]] += gi.reshape(-1)
+        if self.ent_coef > 0:  # the entropy term of the factored layers
+            layer_idx = [i for i in range(len(kfac.params)) if i not in set(other)]
+            grads = th.autograd.grad(self.ent_coef * entropy_loss, [kfac.params[i] for i in layer_idx], allow_unused=True)
+            for i, gi in zip(layer_idx, grads, strict=True):
+                if gi is not None:
+                    g[kfac.offsets[i] : kfac.offsets[i] + kfac.numels[i]] += gi.reshape(-1)
+        return g
+
+    def _measured_kl(self, obs: Any, z_old: th.Tensor) -> float:
+        """Mean true KL between the policy before and after the step, on at most 512 states of the
+        batch (evenly spaced), so that the diagnostic costs a fraction of a forward pass."""
+        n = z_old.shape[0]
+        idx = th.linspace(0, n - 1, min(n, 512), device=z_old.device).long() if n > 512 else slice(None)
+        with th.no_grad():
+            return float(self._head.dist.kl(z_old[idx], self._head(index_obs(obs, idx))).mean())
+
+    def _natural_step(self, g: th.Tensor, before: Any) -> dict[str, Any]:
         """``Delta = (F_kfac + damping)^{-1} g``, ``eta`` by the trust region, momentum, the step.
 
-        A non-finite gradient or direction leaves the parameters, the K-FAC state and the momentum as
-        they were (``train/step_skipped`` = 1 and ``train/skip_reason`` say why)."""
+        A non-finite gradient, direction or step leaves the parameters, the K-FAC state (``before``) and
+        the momentum as they were (``train/step_skipped`` = 1 and ``train/skip_reason`` say why)."""
         state, kfac = self._state, self._state.kfac
         info: dict[str, Any] = {"step_skipped": 0.0}
 
-        def skip(reason: str, kfac_before: dict[str, Any] | None) -> dict[str, Any]:
-            if kfac_before is not None:
-                kfac.load_state_dict(kfac_before)
+        def skip(reason: str) -> dict[str, Any]:
+            kfac.restore(before)
             self.logger.record("train/skip_reason", reason)
             info.update(step_skipped=1.0, step_norm=0.0, step_scale=0.0)
             return info
 
         if not bool(th.isfinite(g).all()):
-            return skip("the loss gradient is not finite", None)
+            return skip("the loss gradient is not finite")
         n_actor = len(self._head.params)
-        n_actor_entries = self._head.num_params
-        before: dict[str, Any] | None = None
-        if recorded is not None:
-            before = kfac.state_dict()
-            kfac.update(obs, generator=self._generator(), recorded=recorded)
+        if self.fisher != "identity":
             direction = kfac.precondition(g)
             quadratic = kfac.quadratic(direction, num_leading=n_actor)  # the policy's part: KL of the policy
-        else:  # fisher="identity": the plain gradient
+        else:  # the plain gradient
             direction = g
-            quadratic = float(g[:n_actor_entries] @ g[:n_actor_entries])
+            head_part = g[: self._head.num_params]
+            quadratic = float(head_part @ head_part)
         if not (bool(th.isfinite(direction).all()) and math.isfinite(quadratic)):
-            return skip("the K-FAC direction is not finite", before)
+            return skip("the K-FAC direction is not finite")
         eta = clipped_step_size(self.lr_schedule(self._current_progress_remaining), quadratic, self.target_kl)
         velocity = momentum_update(state.velocity, eta * direction, self.momentum)
         if not bool(th.isfinite(velocity).all()):
-            return skip("the step is not finite", before)
+            return skip("the step is not finite")
         with th.no_grad():
             offset = 0
             for p in kfac.params:
@@ -328,3 +400,8 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         that a loaded model resumes with the same draws."""
         base = 0 if self.seed is None else int(self.seed)
         return th.Generator(device="cpu").manual_seed(base * 1_000_003 + int(self._n_updates))
+
+
+def kfac_flat(params: list[th.nn.Parameter], grads: tuple[th.Tensor | None, ...]) -> th.Tensor:
+    """Per-parameter gradients as one flat vector in ``params`` order (0 for an unused parameter)."""
+    return th.cat([(th.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads, strict=True)])

@@ -77,7 +77,13 @@ def input_factor(layer: nn.Module, x: th.Tensor, with_bias: bool) -> th.Tensor:
     Linear: ``a`` is the last dimension (extra middle dimensions are positions t); Conv2d: the unfolded
     patches (KFC). A 1 is appended to ``a`` when ``with_bias``.
     """
-    n = x.shape[0]
+    a = layer_input_rows(layer, x, with_bias)
+    return a.T @ a / x.shape[0]
+
+
+def layer_input_rows(layer: nn.Module, x: th.Tensor, with_bias: bool) -> th.Tensor:
+    """The rows ``a_{i,t}`` of a Linear or Conv2d input ``x`` (``[N * T, d_in (+1)]``, sample-major: the T
+    positions of sample i are rows ``i*T .. i*T + T - 1``), a 1 appended when ``with_bias``."""
     if isinstance(layer, nn.Conv2d):
         padding = layer.padding
         assert not isinstance(padding, str)
@@ -87,7 +93,23 @@ def input_factor(layer: nn.Module, x: th.Tensor, with_bias: bool) -> th.Tensor:
         a = x.reshape(-1, x.shape[-1])
     if with_bias:
         a = th.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
-    return a.T @ a / n
+    return a
+
+
+def _output_rows(g: th.Tensor) -> th.Tensor:
+    """Output gradients as rows ``[N * T, out]`` in the order of :func:`layer_input_rows`."""
+    if g.dim() == 4:  # conv: [N, O, H, W] -> [N, T, O]
+        g = g.flatten(2).transpose(1, 2)
+    return g.reshape(-1, g.shape[-1])
+
+
+def weighted_layer_gradient(a: th.Tensor, g: th.Tensor, weights: th.Tensor) -> th.Tensor:
+    """``sum_i w_i sum_t g_{i,t} a_{i,t}^T`` (``[out, d_in (+1)]``): the gradient of ``sum_i w_i f_i`` with
+    respect to ``[W | b]`` when ``g_{i,t} = d f_i / d y_{i,t}`` (backprop is linear in the per-sample
+    output gradients, so one backward of ``sum_i f_i`` serves any weights). ``a``, ``g``: the rows of
+    :func:`layer_input_rows` and :func:`_output_rows`; ``weights``: ``[N]``."""
+    t = a.shape[0] // weights.shape[0]
+    return (g * weights.repeat_interleave(t)[:, None]).T @ a
 
 
 def output_factor(grads: Sequence[th.Tensor]) -> th.Tensor:
@@ -494,14 +516,44 @@ class KFAC:
                 out.append({"F": t.dense_block(obs, r, block.dense_index).detach()})
         return out
 
-    @staticmethod
-    def _in_dim(layer: Layer) -> int:
-        return int(_weight(layer)[0].numel())
+    def update_with_gradient(
+        self, obs: Any, recorded: Recorded, output_grads: dict[int, tuple[th.Tensor, th.Tensor, float]]
+    ) -> th.Tensor:
+        """Fold one batch into the running factors from given per-sample output gradients, and return the
+        weighted gradient of the factored layers from the same products (ACKTR's one-backward update).
 
-    def update(self, obs: Any, generator: th.Generator | None = None, recorded: Recorded | None = None) -> None:
-        """Fold one batch into the running factors; refresh the inverses when due (``recorded``: see
-        :meth:`batch_factors`)."""
-        batch = self.batch_factors(obs, generator, recorded)
+        ``output_grads[id(module)] = (g, w, c)`` for every factored layer: ``g`` the per-sample gradients
+        ``d f_i / d y_i`` at its output (``[N, out]``, ``[N, ..., out]`` or ``[N, out, H, W]``), ``w`` the
+        ``[N]`` weights of the returned gradient, ``c`` the scale of its output factor
+        ``S = c (1/N) sum_i (1/T) sum_t g_{i,t} g_{i,t}^T`` (``"sample"`` with the rollout's own actions,
+        or an exact Gauss-Newton factor when ``f_i`` is the output itself, ``M = 1``). Returns a flat
+        P-vector: ``sum_i w_i d f_i / d theta`` on the factored layers' entries, 0 elsewhere. Dense blocks
+        get their exact block as in :meth:`batch_factors`.
+        """
+        t = self._t
+        by_module = {id(rec.layer.module): rec for rec in recorded.records}
+        has_dense = any(b.dense_index is not None for b in self.blocks)
+        r = t.factor(recorded.y) if has_dense else None
+        grad = th.zeros(self.num_params, dtype=recorded.y.dtype, device=recorded.y.device)
+        batch: list[dict[str, th.Tensor]] = []
+        for block in self.blocks:
+            if block.layer is None:
+                assert block.dense_index is not None and r is not None
+                batch.append({"F": t.dense_block(obs, r, block.dense_index).detach()})
+                continue
+            module = block.layer.module
+            rec = by_module[id(module)]
+            g_out, weights, scale = output_grads[id(module)]
+            a = layer_input_rows(module, rec.inputs, block.layer.bias_index is not None)
+            g = _output_rows(g_out.detach())
+            n = rec.inputs.shape[0]
+            positions = g.shape[0] // n
+            batch.append({"A": a.T @ a / n, "S": (scale / (n * positions)) * (g.T @ g)})
+            self._scatter(grad, block, weighted_layer_gradient(a, g, weights))
+        self._fold(batch)
+        return grad
+
+    def _fold(self, batch: list[dict[str, th.Tensor]]) -> None:
         first = self.steps == 0
         for stored, new in zip(self.factors, batch, strict=True):
             for key, value in new.items():
@@ -509,6 +561,15 @@ class KFAC:
         self.steps += 1
         if first or (self.steps - 1) % self.inverse_update_freq == 0:
             self.refresh_inverses()
+
+    @staticmethod
+    def _in_dim(layer: Layer) -> int:
+        return int(_weight(layer)[0].numel())
+
+    def update(self, obs: Any, generator: th.Generator | None = None, recorded: Recorded | None = None) -> None:
+        """Fold one batch into the running factors; refresh the inverses when due (``recorded``: see
+        :meth:`batch_factors`)."""
+        self._fold(self.batch_factors(obs, generator, recorded))
 
     def refresh_inverses(self) -> None:
         """Eigendecompositions of every factor (symmetrized; eigenvalues clamped at 0)."""
@@ -628,6 +689,15 @@ class KFAC:
                 self._scatter(out, block, value)
             cols.append(out)
         return th.stack(cols, dim=1)
+
+    def snapshot(self) -> tuple[int, list[dict[str, th.Tensor]], list[dict[str, th.Tensor]]]:
+        """A cheap copy of the state for :meth:`restore` (factors and inverses are replaced, never changed
+        in place, so references suffice): lets a failed update leave K-FAC exactly as it was."""
+        return self.steps, [dict(f) for f in self.factors], [dict(e) for e in self.eigen]
+
+    def restore(self, snap: tuple[int, list[dict[str, th.Tensor]], list[dict[str, th.Tensor]]]) -> None:
+        self.steps, factors, eigen = snap
+        self.factors, self.eigen = [dict(f) for f in factors], [dict(e) for e in eigen]
 
     # -------------------------------------------------------------- save / load
     def state_dict(self) -> dict[str, Any]:
