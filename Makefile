@@ -15,7 +15,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP_INSTALL) "torch==2.13.0"
-	$(PIP_INSTALL) -e ".[dev,zoo]"
+	$(PIP_INSTALL) -e ".[dev,zoo,cluster]"
 	touch $(STAMP)
 
 $(DOCS_STAMP): $(STAMP)

@@ -286,7 +286,7 @@ def test_one_backward_sample_path_gives_the_autograd_gradient_and_factors(env_id
     backward pass: it equals autograd's (the two-pass path), the value layers' factor equals the exact
     Gauss-Newton factor, and the action layer's factor of a Categorical policy is
     mean((onehot(a) - softmax(z)) (onehot(a) - softmax(z))^T) over the rollout's own actions."""
-    kwargs = dict(n_steps=32, ent_coef=0.01, max_grad_norm=None, seed=0, device="cpu", critic=critic)
+    kwargs = {"n_steps": 32, "ent_coef": 0.01, "max_grad_norm": None, "seed": 0, "device": "cpu", "critic": critic}
     fast = ACKTR("MlpPolicy", env_id, fisher="sample", policy_kwargs={"net_arch": [8]}, **kwargs)
     assert fast._one_backward is not None
     exact = ACKTR("MlpPolicy", env_id, fisher="exact", policy_kwargs={"net_arch": [8]}, **kwargs)
@@ -316,7 +316,9 @@ def test_one_backward_sample_path_gives_the_autograd_gradient_and_factors(env_id
     if env_id == "CartPole-v1":
         probs = th.softmax(z_before, dim=1)  # the policy before the update
         g = th.nn.functional.one_hot(data.actions.long().flatten(), 2).float() - probs
-        action_block = next(f for b, f in zip(kf.blocks, kf.factors, strict=True) if b.layer and b.layer.module is fast.policy.action_net)
+        action_block = next(
+            f for b, f in zip(kf.blocks, kf.factors, strict=True) if b.layer and b.layer.module is fast.policy.action_net
+        )
         th.testing.assert_close(action_block["S"], g.T @ g / g.shape[0], rtol=1e-5, atol=1e-7)
 
 

@@ -60,11 +60,24 @@ def test_optimize_two_trials_sqlite(algo, tmp_path):
     assert len(complete) == 2
 
 
-def test_two_workers_share_one_study(tmp_path):
+def _storage(kind: str, tmp_path: Path) -> tuple[str, object]:
+    """The --storage argument and the matching Optuna storage: a JournalStorage file (``*.log``,
+    rl-zoo3's recommended default for several processes, also on a shared file system) or an RDB URL."""
     import optuna
 
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    optuna.create_study(study_name="shared", storage=storage, direction="maximize")
+    if kind == "journal":
+        path = str(tmp_path / "shared.log")
+        return path, optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    return url, url
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_two_workers_share_one_study(kind, tmp_path):
+    import optuna
+
+    storage, optuna_storage = _storage(kind, tmp_path)
+    optuna.create_study(study_name="shared", storage=optuna_storage, direction="maximize")
     args = ["--algo", "nac", "--env", "CartPole-v1", *OPTIMIZE, "--storage", storage, "--study-name", "shared"]
     procs = [
         subprocess.Popen(
@@ -80,7 +93,7 @@ def test_two_workers_share_one_study(tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
-    study = optuna.load_study(study_name="shared", storage=storage)
+    study = optuna.load_study(study_name="shared", storage=optuna_storage)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     # Each worker runs exactly --n-trials 2 in the shared study: 4 complete trials means both contributed.
     assert len(complete) == 4

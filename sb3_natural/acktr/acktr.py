@@ -328,7 +328,9 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         outputs = [rec.output for rec in recorded.records]
         out_grads = [
             th.zeros_like(out) if g_out is None else g_out
-            for out, g_out in zip(outputs, th.autograd.grad(scalar, outputs, retain_graph=True, allow_unused=True), strict=True)
+            for out, g_out in zip(
+                outputs, th.autograd.grad(scalar, outputs, retain_graph=True, allow_unused=True), strict=True
+            )
         ]
         w_actor = -adv / n
         given = {}

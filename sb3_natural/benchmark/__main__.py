@@ -3,10 +3,14 @@
     python -m sb3_natural.benchmark --suite quick --workers 2
     python -m sb3_natural.benchmark --suite classic --algos nac ppo --envs CartPole-v1 --seeds 0 1
     python -m sb3_natural.benchmark --suite quick --report-only
+    python -m sb3_natural.benchmark --suite mujoco --executor dask --scheduler tcp://HOST:8786
+    python -m sb3_natural.benchmark --suite mujoco --executor slurm --slurm-jobs 36 --slurm-queue cpu
 
 Results go to ``benchmarks/results/<suite>/`` (runs/, results.csv, report.md, curves.png);
 rerunning the same command resumes an interrupted grid. The reports cover every finished run in
 the output folder, so several grids (or two processes on disjoint grids) can share one.
+``--executor dask`` runs the grid on an existing Dask cluster and ``--executor slurm`` on Slurm jobs
+started by dask-jobqueue (the ``cluster`` extra; docs/benchmark.md); results come back to this process.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from sb3_natural.benchmark.report import write_reports
 from sb3_natural.benchmark.runner import grid, load_all, load_result, run_grid
@@ -40,7 +45,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="train every run with torch.set_flush_denormal(True) (python -m sb3_natural.train --flush-denormal)",
     )
+    cluster = parser.add_argument_group("cluster executors (pip install 'sb3-natural[cluster]'; docs/benchmark.md)")
+    cluster.add_argument(
+        "--executor", choices=["local", "dask", "slurm"], default="local",
+        help="local: --workers subprocesses here (default); dask: an existing Dask cluster (--scheduler); "
+        "slurm: a dask-jobqueue SLURMCluster (--slurm-*)",
+    )  # fmt: skip
+    cluster.add_argument("--scheduler", help="the Dask scheduler's address, tcp://HOST:PORT or tls://HOST:PORT")
+    cluster.add_argument("--tls-ca-file", help="TLS: the CA certificate the scheduler's certificate is signed by")
+    cluster.add_argument("--tls-cert", help="TLS: this client's certificate")
+    cluster.add_argument("--tls-key", help="TLS: this client's private key")
+    cluster.add_argument("--dask-config", help="a YAML file of Dask settings (e.g. distributed.comm.tls) to load first")
+    cluster.add_argument("--slurm-jobs", type=int, default=1, help="Slurm jobs to start (one Dask worker, one core each)")
+    cluster.add_argument("--slurm-config", help="a YAML file of dask_jobqueue.SLURMCluster arguments")
+    cluster.add_argument("--slurm-queue", help="Slurm partition (SLURMCluster's queue)")
+    cluster.add_argument("--slurm-account", help="Slurm account")
+    cluster.add_argument("--slurm-walltime", help="walltime of each job, e.g. 04:00:00")
+    cluster.add_argument("--slurm-memory", help="memory of each job, e.g. 4GB")
     args = parser.parse_args(argv)
+    if args.executor == "local" and (args.scheduler or args.slurm_config or args.tls_cert):
+        parser.error("--scheduler, --slurm-config and --tls-* need --executor dask or slurm")
+    if args.executor == "dask" and not args.scheduler:
+        parser.error("--executor dask needs --scheduler tcp://HOST:PORT (or tls://HOST:PORT)")
 
     suite = SUITES[args.suite]
     budgets = dict(suite.budgets)
@@ -57,15 +83,21 @@ def main(argv: list[str] | None = None) -> int:
         results = [r for r in (load_result(out, run) for run in runs) if r is not None]
         failures: list[str] = []
     else:
-        results, failures = run_grid(
-            runs,
-            out,
-            args.workers,
-            args.eval_points,
-            args.eval_episodes,
-            progress=not args.no_progress,
-            flush_denormal=args.flush_denormal,
-        )
+        executor = _executor(args)
+        try:
+            results, failures = run_grid(
+                runs,
+                out,
+                args.workers,
+                args.eval_points,
+                args.eval_episodes,
+                progress=not args.no_progress,
+                flush_denormal=args.flush_denormal,
+                executor=executor,
+            )
+        finally:
+            if executor is not None:
+                executor.close()
     everything = load_all(out) if out.is_dir() else []  # the reports cover every grid run into this folder
     if everything:
         paths = write_reports(everything, out, args.reference)
@@ -76,6 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     for f in failures:
         print(f"FAILED: {f}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """None for the local executor, else a connected :class:`~sb3_natural.benchmark.executors.DaskExecutor`."""
+    if args.executor == "local":
+        return None
+    from sb3_natural.benchmark import executors
+
+    executors.load_dask_config(args.dask_config)
+    if args.executor == "dask":
+        security = executors.security_from_args(args.tls_ca_file, args.tls_cert, args.tls_key)
+        return executors.DaskExecutor.connect(args.scheduler, security=security)
+    overrides = {"queue": args.slurm_queue, "account": args.slurm_account, "walltime": args.slurm_walltime}
+    overrides["memory"] = args.slurm_memory
+    return executors.slurm_executor(args.slurm_jobs, executors.slurm_cluster_kwargs(args.slurm_config, overrides))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """Run a benchmark grid through ``python -m sb3_natural.train``, in parallel and resumably.
 
-Every run is one subprocess with one torch thread, trained by the zoo CLI with its zoo config
+Every run is one subprocess with one torch thread (:func:`train_run`), trained by the zoo CLI with its zoo config
 (ours from ``zoo_configs/``, SB3's and sb3-contrib's from rl-zoo3's files), with a deterministic
 evaluation (``eval_episodes`` episodes) every ``budget / eval_points`` steps. Where rl-zoo3's file
 has no entry for an env but has an older version of it (``HalfCheetah-v4`` for ``HalfCheetah-v5``),
 that entry is used under the new name (see :func:`reference_entry`). A run is finished
 when its ``result.json`` exists; a finished run is never repeated, and an interrupted one is
-restarted from scratch, so a killed grid continues where it stopped.
+restarted from scratch, so a killed grid continues where it stopped. The runs execute on this machine
+(a pool of ``workers`` threads, each waiting on its subprocess) or on a Dask cluster
+(:mod:`sb3_natural.benchmark.executors`), whose workers send each run's result back to this process.
 """
 
 from __future__ import annotations
@@ -101,25 +103,26 @@ def reference_entry(algo: str, env: str) -> tuple[str, dict[str, Any]] | None:
     return key, entries[key]
 
 
-def run_one(
+def train_run(
     run: Run,
-    out: Path,
+    workdir: Path,
     eval_points: int = 20,
     eval_episodes: int = 10,
     timeout: float | None = None,
     flush_denormal: bool = False,
-) -> dict:
-    """Train and evaluate one run (or return its stored result); ``flush_denormal``: see train's flag."""
-    out = out.resolve()  # the training subprocess runs in the run's own directory
-    done = load_result(out, run)
-    if done is not None:
-        return done
-    rdir = run_dir(out, run)
-    if rdir.exists():  # an interrupted attempt: start again
-        shutil.rmtree(rdir)
-    rdir.mkdir(parents=True)
-    logs = rdir / "logs"
-    timing = rdir / "timing.json"
+    die_with_parent: bool = False,
+) -> dict[str, Any]:
+    """Train and evaluate one run in ``workdir`` (an empty directory) with the zoo CLI in a subprocess.
+
+    Returns ``{"ok": True, "result": {...}}`` (the run's result: plain numbers, lists and strings) or
+    ``{"ok": False, "returncode": rc, "log_tail": ...}``. It writes nothing outside ``workdir``, so it
+    runs as well on this machine (the local executor) as on a cluster worker (the Dask executors); the
+    caller writes ``result.json``. ``die_with_parent``: the subprocess is killed when its parent dies
+    (Linux), so that a lost cluster worker leaves no orphan training.
+    """
+    workdir = workdir.resolve()
+    logs = workdir / "logs"
+    timing = workdir / "timing.json"
     cmd = [
         sys.executable, "-m", "sb3_natural.train",
         "--algo", run.algo, "--env", run.env, "--seed", str(run.seed), "-n", str(run.budget),
@@ -131,16 +134,23 @@ def run_one(
         cmd.append("--flush-denormal")
     fallback = reference_entry(run.algo, run.env)
     if fallback is not None:
-        conf = rdir / "zoo_config.yml"
+        conf = workdir / "zoo_config.yml"
         conf.write_text(yaml.safe_dump({run.env: fallback[1]}))
         cmd += ["--conf-file", str(conf)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", TIMING_ENV_VAR: str(timing)}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=rdir)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=workdir,
+        preexec_fn=_parent_death_signal() if die_with_parent else None,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        (rdir / "error.txt").write_text(proc.stderr[-20000:])
-        raise RuntimeError(f"{run.key} failed (exit {proc.returncode}); see {rdir / 'error.txt'}")
+        return {"ok": False, "returncode": proc.returncode, "log_tail": proc.stderr[-20000:]}
     evals = np.load(next(logs.glob(f"{run.algo}/{run.env}_*/evaluations.npz")))
     means = evals["results"].mean(axis=1)
     timing_data = json.loads(timing.read_text()) if timing.is_file() else {}
@@ -157,10 +167,65 @@ def run_one(
         "zoo_entry": fallback[0] if fallback is not None else run.env,
         "flush_denormal": flush_denormal,
     }
+    return {"ok": True, "result": result}
+
+
+def _parent_death_signal() -> Any:
+    """A ``preexec_fn`` that makes the training subprocess receive SIGKILL when the thread that started it
+    dies (Linux's ``PR_SET_PDEATHSIG``), resolved in the parent so that the child only makes one call;
+    None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    kill = int(signal.SIGKILL)
+    return lambda: prctl(1, kill)  # PR_SET_PDEATHSIG = 1
+
+
+def write_result(out: Path, run: Run, result: dict[str, Any]) -> None:
+    """``result.json`` of a finished run, written atomically (a reader never sees half a file)."""
+    rdir = run_dir(out, run)
+    rdir.mkdir(parents=True, exist_ok=True)
     tmp = rdir / "result.json.tmp"
     tmp.write_text(json.dumps(result, indent=1))
     tmp.rename(rdir / "result.json")
-    return result
+
+
+def write_failure(out: Path, run: Run, outcome: dict[str, Any]) -> str:
+    """``error.txt`` of a failed run (the subprocess's log tail); returns the failure's one-line report."""
+    rdir = run_dir(out, run)
+    rdir.mkdir(parents=True, exist_ok=True)
+    (rdir / "error.txt").write_text(outcome.get("log_tail", ""))
+    return f"{run.key} failed (exit {outcome.get('returncode')}); see {rdir / 'error.txt'}"
+
+
+def run_one(
+    run: Run,
+    out: Path,
+    eval_points: int = 20,
+    eval_episodes: int = 10,
+    timeout: float | None = None,
+    flush_denormal: bool = False,
+) -> dict:
+    """Train and evaluate one run in its directory under ``out`` (or return its stored result)."""
+    out = out.resolve()  # the training subprocess runs in the run's own directory
+    done = load_result(out, run)
+    if done is not None:
+        return done
+    rdir = run_dir(out, run)
+    if rdir.exists():  # an interrupted attempt: start again
+        shutil.rmtree(rdir)
+    rdir.mkdir(parents=True)
+    outcome = train_run(run, rdir, eval_points, eval_episodes, timeout, flush_denormal)
+    if not outcome["ok"]:
+        raise RuntimeError(write_failure(out, run, outcome))
+    write_result(out, run, outcome["result"])
+    return outcome["result"]
 
 
 def run_grid(
@@ -171,8 +236,10 @@ def run_grid(
     eval_episodes: int = 10,
     progress: bool = True,
     flush_denormal: bool = False,
+    executor: Any = None,
 ) -> tuple[list[dict], list[str]]:
-    """Run what is not finished yet, ``workers`` at a time; returns (results, failures)."""
+    """Run what is not finished yet, ``workers`` at a time on this machine, or on ``executor`` (a
+    :class:`~sb3_natural.benchmark.executors.DaskExecutor`); returns (results, failures)."""
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
@@ -189,15 +256,27 @@ def run_grid(
         from tqdm import tqdm
 
         bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="benchmark runs", unit="run")
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(run_one, r, out, eval_points, eval_episodes, flush_denormal=flush_denormal): r for r in todo}
-        for fut in as_completed(futures):
-            try:
-                results.append(fut.result())
-            except Exception as err:  # one failed run must not stop the grid
-                failures.append(str(err))
+    if executor is not None:
+        for run, outcome in executor.map_runs(todo, eval_points, eval_episodes, flush_denormal):
+            if outcome["ok"]:
+                write_result(out, run, outcome["result"])
+                results.append(outcome["result"])
+            else:  # one failed run must not stop the grid
+                failures.append(write_failure(out, run, outcome))
             if bar is not None:
                 bar.update(1)
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = {
+                pool.submit(run_one, r, out, eval_points, eval_episodes, flush_denormal=flush_denormal): r for r in todo
+            }
+            for fut in as_completed(futures):
+                try:
+                    results.append(fut.result())
+                except Exception as err:  # one failed run must not stop the grid
+                    failures.append(str(err))
+                if bar is not None:
+                    bar.update(1)
     if bar is not None:
         bar.close()
     return results, failures
