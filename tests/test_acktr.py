@@ -281,44 +281,57 @@ def _gradient_of_update(model, monkeypatch):
 
 @pytest.mark.parametrize("critic", ["kfac", "adam"])
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-def test_one_backward_sample_path_gives_the_autograd_gradient_and_factors(env_id, critic, monkeypatch):
-    """fisher="sample" computes the loss gradient of the factored layers from the output gradients of ONE
-    backward pass: it equals autograd's (the two-pass path), the value layers' factor equals the exact
-    Gauss-Newton factor, and the action layer's factor of a Categorical policy is
+def test_one_backward_path_gives_the_autograd_gradient_and_factors(env_id, critic, monkeypatch):
+    """The loss gradient of the factored layers from the output gradients of ONE backward pass equals
+    autograd's (the two-pass path), for "sample" and "exact"; "exact"'s factors (the policy's rows
+    backpropagated from z alone) equal the two-pass path's; under "sample" the value layers' factor is
+    the exact Gauss-Newton one and the action layer's factor of a Categorical policy is
     mean((onehot(a) - softmax(z)) (onehot(a) - softmax(z))^T) over the rollout's own actions."""
     kwargs = {"n_steps": 32, "ent_coef": 0.01, "max_grad_norm": None, "seed": 0, "device": "cpu", "critic": critic}
-    fast = ACKTR("MlpPolicy", env_id, fisher="sample", policy_kwargs={"net_arch": [8]}, **kwargs)
-    assert fast._one_backward is not None
-    exact = ACKTR("MlpPolicy", env_id, fisher="exact", policy_kwargs={"net_arch": [8]}, **kwargs)
-    exact.policy.load_state_dict(fast.policy.state_dict())
-    _no_train_rollout(fast)
-    exact.rollout_buffer = copy.deepcopy(fast.rollout_buffer)
-    exact._current_progress_remaining = fast._current_progress_remaining
-    exact.set_logger(configure(None, []))
+
+    def build(fisher, one_backward=True):
+        model = ACKTR("MlpPolicy", env_id, fisher=fisher, policy_kwargs={"net_arch": [8]}, **kwargs)
+        assert model._one_backward is not None
+        if not one_backward:
+            model._one_backward = None  # the two-pass path: autograd's gradient, KFAC.update
+        return model
+
+    fast_sample, fast_exact, two_pass = build("sample"), build("exact"), build("exact", one_backward=False)
+    _no_train_rollout(fast_sample)
+    for m in (fast_exact, two_pass):
+        m.policy.load_state_dict(fast_sample.policy.state_dict())
+        m.rollout_buffer = copy.deepcopy(fast_sample.rollout_buffer)
+        m._current_progress_remaining = fast_sample._current_progress_remaining
+        m.set_logger(configure(None, []))
     np.random.seed(3)
-    data = next(copy.deepcopy(fast.rollout_buffer).get(batch_size=None))  # the batch train() sees
+    data = next(copy.deepcopy(fast_sample.rollout_buffer).get(batch_size=None))  # the batch train() sees
     with th.no_grad():
-        z_before = fast._head(data.observations)
-    g_fast = _gradient_of_update(fast, monkeypatch)
-    g_exact = _gradient_of_update(exact, monkeypatch)
-    th.testing.assert_close(g_fast, g_exact, rtol=1e-5, atol=1e-7)
-    assert float(g_fast.norm()) > 0
-    kf, ke = fast._state.kfac, exact._state.kfac
-    value_layers, _ = fast._one_backward
+        z_before = fast_sample._head(data.observations)
+    g_sample = _gradient_of_update(fast_sample, monkeypatch)
+    g_exact = _gradient_of_update(fast_exact, monkeypatch)
+    g_autograd = _gradient_of_update(two_pass, monkeypatch)
+    assert float(g_autograd.norm()) > 0
+    th.testing.assert_close(g_sample, g_autograd, rtol=1e-5, atol=1e-7)
+    th.testing.assert_close(g_exact, g_autograd, rtol=1e-5, atol=1e-7)
+    ks, ke, k2 = fast_sample._state.kfac, fast_exact._state.kfac, two_pass._state.kfac
+    for f_exact, f_two in zip(ke.factors, k2.factors, strict=True):  # after one update: the batch's factors
+        assert f_exact.keys() == f_two.keys()
+        for key in f_two:
+            th.testing.assert_close(f_exact[key], f_two[key], rtol=1e-5, atol=1e-8)
+    value_layers, _ = fast_sample._one_backward
     n_value = 0
-    for block, f_fast, f_exact in zip(kf.blocks, kf.factors, ke.factors, strict=True):
+    for block, f_sample, f_two in zip(ks.blocks, ks.factors, k2.factors, strict=True):
         if block.layer is not None and id(block.layer.module) in value_layers:
-            th.testing.assert_close(f_fast["S"], f_exact["S"], rtol=1e-5, atol=1e-8)
+            th.testing.assert_close(f_sample["S"], f_two["S"], rtol=1e-5, atol=1e-8)
             n_value += 1
         if block.layer is not None:
-            th.testing.assert_close(f_fast["A"], f_exact["A"], rtol=1e-5, atol=1e-8)
+            th.testing.assert_close(f_sample["A"], f_two["A"], rtol=1e-5, atol=1e-8)
     assert n_value == (2 if critic == "kfac" else 0)
     if env_id == "CartPole-v1":
         probs = th.softmax(z_before, dim=1)  # the policy before the update
         g = th.nn.functional.one_hot(data.actions.long().flatten(), 2).float() - probs
-        action_block = next(
-            f for b, f in zip(kf.blocks, kf.factors, strict=True) if b.layer and b.layer.module is fast.policy.action_net
-        )
+        action_net = fast_sample.policy.action_net
+        action_block = next(f for b, f in zip(ks.blocks, ks.factors, strict=True) if b.layer and b.layer.module is action_net)
         th.testing.assert_close(action_block["S"], g.T @ g / g.shape[0], rtol=1e-5, atol=1e-7)
 
 

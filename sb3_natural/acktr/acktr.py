@@ -13,7 +13,7 @@ from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_natural.common.checks import check_at_least_one, check_rate
 from sb3_natural.common.heads import index_obs
-from sb3_natural.common.kfac import DAMPING_MODES, KFAC, value_parameters
+from sb3_natural.common.kfac import DAMPING_MODES, KFAC, backprop_rows, value_parameters
 from sb3_natural.common.updates import clip_by_norm, clipped_step_size, momentum_update
 from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
 
@@ -268,7 +268,7 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         joint = self.critic == "kfac"
 
         recorded = kfac.record(obs)  # one forward: the loss and K-FAC's factors
-        z = recorded.y[:, :d]
+        z = recorded.y[:, :d] if recorded.parts is None else recorded.parts[0]
         logp = head.dist.log_prob(z, actions)
         entropy = -logp if head.dist.squash else head.dist.entropy(z)  # SB3: no closed form when squashed
         policy_loss = -(adv * logp).mean()
@@ -276,12 +276,12 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         loss = policy_loss + self.ent_coef * entropy_loss
         value_loss = th.zeros(())
         if joint:
-            values = recorded.y[:, d]
+            values = recorded.y[:, d] if recorded.parts is None else recorded.parts[1].flatten()
             value_loss = F.mse_loss(data.returns, values)
             loss = loss + self.vf_coef * value_loss
         before = kfac.snapshot()
-        if self.fisher == "sample" and self._one_backward is not None:
-            g = self._one_backward_gradient(obs, recorded, logp, adv, data.returns, loss, entropy_loss)
+        if self.fisher != "identity" and self._one_backward is not None:
+            g = self._one_backward_gradient(obs, recorded, z, logp, adv, data.returns, loss, entropy_loss)
         else:
             grads = th.autograd.grad(loss, kfac.params, allow_unused=True, retain_graph=self.fisher != "identity")
             g = kfac_flat(kfac.params, grads)
@@ -305,24 +305,27 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         self,
         obs: Any,
         recorded: Any,
+        z: th.Tensor,
         logp: th.Tensor,
         adv: th.Tensor,
         returns: th.Tensor,
         loss: th.Tensor,
         entropy_loss: th.Tensor,
     ) -> th.Tensor:
-        """``fisher="sample"`` with the rollout's own actions (draws from the current policy: one update per
-        rollout) in ONE backward pass: ``d/dy`` of ``sum_i log pi(a_i|s_i) (+ sum_i v_i)`` at every layer
-        output gives each layer's output factor (the value's exactly, ``M = 1``) and, weighted per sample
-        by ``-A_i / N`` (``2 vf_coef (v_i - R_i) / N``), the loss gradient of the layer
-        (:meth:`KFAC.update_with_gradient`). Parameters K-FAC does not factor (``log_std``) and the
-        entropy term get theirs from autograd."""
+        """The loss gradient and K-FAC's factors from ONE backward pass (when no factored layer feeds both
+        heads): ``d/dy`` of ``sum_i log pi(a_i|s_i) (+ sum_i v_i)`` at every layer output gives, weighted
+        per sample by ``-A_i / N`` (``2 vf_coef (v_i - R_i) / N``), the loss gradient of the layer
+        (:meth:`KFAC.update_with_gradient`), the value layers' output factor exactly (``M = 1``) and, for
+        ``fisher="sample"``, the actor layers' (the rollout's own actions are draws from the current
+        policy: one update per rollout). ``fisher="exact"`` backpropagates the rows of the policy's
+        output factor from ``z`` alone (the value branch is not traversed). Parameters K-FAC does not
+        factor (``log_std``) and the entropy term get theirs from autograd."""
         kfac, d, n = self._state.kfac, self._head.dist.out_dim, adv.shape[0]
         assert self._one_backward is not None
         value_layers, other = self._one_backward
         scalar = logp.sum()
         if self.critic == "kfac":
-            values = recorded.y[:, d]
+            values = recorded.y[:, d] if recorded.parts is None else recorded.parts[1].flatten()
             scalar = scalar + values.sum()
             w_value = (2.0 * self.vf_coef / n) * (values.detach() - returns)
         outputs = [rec.output for rec in recorded.records]
@@ -333,10 +336,16 @@ class ACKTR(NaturalOnPolicyAlgorithm):
             )
         ]
         w_actor = -adv / n
-        given = {}
-        for rec, g_out in zip(recorded.records, out_grads, strict=True):
+        rows: list[list[th.Tensor] | None] = [None] * len(outputs)
+        if self.fisher == "exact":
+            rows = backprop_rows(z, outputs, kfac.policy_rows(z.detach()))  # None at the value's layers
+        given: dict[int, tuple[th.Tensor, th.Tensor, float, list[th.Tensor] | None]] = {}
+        for rec, g_out, r_out in zip(recorded.records, out_grads, rows, strict=True):
             key = id(rec.layer.module)
-            given[key] = (g_out, w_value, float(self.vf_fisher_coef)) if key in value_layers else (g_out, w_actor, 1.0)
+            if key in value_layers:
+                given[key] = (g_out, w_value, float(self.vf_fisher_coef), None)
+            else:
+                given[key] = (g_out, w_actor, 1.0, r_out)
         g = kfac.update_with_gradient(obs, recorded, given)
         if other:  # the unfactored parameters: the whole loss
             grads = th.autograd.grad(loss, [kfac.params[i] for i in other], retain_graph=self.ent_coef > 0)

@@ -159,6 +159,10 @@ class _Target:
     layer_rows: Callable[[th.Tensor], th.Tensor]  # R -> the rows of R that reach a layer output
     sample_grad: Callable[[th.Tensor, th.Generator | None], th.Tensor]  # y -> [N, d] sampled g_y
     dense_block: Callable[[Obs, th.Tensor, int], th.Tensor]  # (obs, R, param index) -> exact block
+    # joint target: the last forward's (z, v) before their concatenation (backpropagating from z alone
+    # skips the value branch); None for a single output
+    pieces: Callable[[], tuple[th.Tensor, ...]] | None = None
+    policy_rows: Callable[[th.Tensor], th.Tensor] | None = None  # z -> the rows of R_pi reaching a layer
 
 
 def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
@@ -216,6 +220,7 @@ def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
         layer_rows=layer_rows,
         sample_grad=sample_grad,
         dense_block=dense_block,
+        policy_rows=lambda z: layer_rows(factor(z)),
     )
 
 
@@ -272,12 +277,16 @@ class _ActorCriticModule(nn.Module):
         self._from_latent = head.module.from_latent  # a bound method, not a submodule
 
     def forward(self, pre: Obs) -> th.Tensor:
+        return th.cat(self.parts(pre), dim=1)
+
+    def parts(self, pre: Obs) -> tuple[th.Tensor, th.Tensor]:
+        """``(z, v)``, ``[N, d]`` and ``[N, 1]``."""
         p = self.policy
         f_pi = p.pi_features_extractor(pre)
         f_vf = f_pi if p.share_features_extractor else p.vf_features_extractor(pre)
         latent_pi = p.mlp_extractor.forward_actor(f_pi)
         latent_vf = p.mlp_extractor.forward_critic(f_vf)
-        return th.cat([self._from_latent(latent_pi), p.value_net(latent_vf)], dim=1)
+        return self._from_latent(latent_pi), p.value_net(latent_vf)
 
 
 def _actor_critic_target(head: ActorHead, vf_fisher_coef: float, kl_convention: KLConvention) -> _Target:
@@ -295,10 +304,16 @@ def _actor_critic_target(head: ActorHead, vf_fisher_coef: float, kl_convention: 
     aliases = slot_aliases(module)
     direct = {head.names.index(name) for name in head.direct_slices}
 
+    last: dict[str, tuple[th.Tensor, th.Tensor]] = {}
+
     def forward(obs: Obs) -> th.Tensor:
-        y = module(head.preprocess(obs))
-        head.dist.check_z(y[:, :d])
-        return y
+        z, v = module.parts(head.preprocess(obs))
+        head.dist.check_z(z)
+        last["parts"] = (z, v)
+        return th.cat([z, v], dim=1)
+
+    def pieces() -> tuple[th.Tensor, ...]:
+        return last.pop("parts")
 
     def with_value_row(r_pi: th.Tensor) -> th.Tensor:
         n, k = r_pi.shape[0], r_pi.shape[1]
@@ -338,6 +353,8 @@ def _actor_critic_target(head: ActorHead, vf_fisher_coef: float, kl_convention: 
         layer_rows=lambda r: with_value_row(actor.layer_rows(r[:, :-1, :d])),
         sample_grad=sample_grad,
         dense_block=dense_block,
+        pieces=pieces,
+        policy_rows=actor.policy_rows,
     )
 
 
@@ -349,9 +366,10 @@ class Recorded:
 
     y: th.Tensor
     records: list[LayerRecord]
+    parts: tuple[th.Tensor, ...] | None = None  # (z, v) of a joint target, with their own graphs
 
 
-def _backprop_rows(y: th.Tensor, outputs: list[th.Tensor], rows: th.Tensor) -> list[list[th.Tensor] | None]:
+def backprop_rows(y: th.Tensor, outputs: list[th.Tensor], rows: th.Tensor) -> list[list[th.Tensor] | None]:
     """``J_y^T r_k`` at every layer output for each row k of ``rows`` (``[N, K, d]``): per output, the K
     gradients (None for an output ``y`` does not depend on).
 
@@ -467,7 +485,14 @@ class KFAC:
         t = self._t
         with th.enable_grad(), record_layers(t.layers) as records:
             y = t.forward(obs)
-        return Recorded(y, records)
+        return Recorded(y, records, t.pieces() if t.pieces is not None else None)
+
+    def policy_rows(self, z: th.Tensor) -> th.Tensor:
+        """The rows of the policy's output factor ``R_pi(z)`` (``M_pi = R_pi^T R_pi``, KL scale included)
+        that reach a layer output: backpropagated from ``z`` they give ``"exact"``'s output factors."""
+        if self._t.policy_rows is None:
+            raise ValueError("this K-FAC is not of a policy (use KFAC(head) or KFAC.for_actor_critic)")
+        return self._t.policy_rows(z)
 
     def batch_factors(
         self, obs: Any, generator: th.Generator | None = None, recorded: Recorded | None = None
@@ -489,7 +514,7 @@ class KFAC:
         r = t.factor(y) if self.mode == "exact" or has_dense else None  # [N, K, d], M = R^T R
         if self.mode == "exact":
             assert r is not None
-            grads = _backprop_rows(y, outputs, t.layer_rows(r))
+            grads = backprop_rows(y, outputs, t.layer_rows(r))
         else:
             gy = t.sample_grad(y, generator)
             grads = [
@@ -517,16 +542,21 @@ class KFAC:
         return out
 
     def update_with_gradient(
-        self, obs: Any, recorded: Recorded, output_grads: dict[int, tuple[th.Tensor, th.Tensor, float]]
+        self,
+        obs: Any,
+        recorded: Recorded,
+        output_grads: dict[int, tuple[th.Tensor, th.Tensor, float, list[th.Tensor] | None]],
     ) -> th.Tensor:
         """Fold one batch into the running factors from given per-sample output gradients, and return the
         weighted gradient of the factored layers from the same products (ACKTR's one-backward update).
 
-        ``output_grads[id(module)] = (g, w, c)`` for every factored layer: ``g`` the per-sample gradients
-        ``d f_i / d y_i`` at its output (``[N, out]``, ``[N, ..., out]`` or ``[N, out, H, W]``), ``w`` the
-        ``[N]`` weights of the returned gradient, ``c`` the scale of its output factor
+        ``output_grads[id(module)] = (g, w, c, rows)`` for every factored layer: ``g`` the per-sample
+        gradients ``d f_i / d y_i`` at its output (``[N, out]``, ``[N, ..., out]`` or ``[N, out, H, W]``),
+        ``w`` the ``[N]`` weights of the returned gradient, ``c`` the scale of its output factor
         ``S = c (1/N) sum_i (1/T) sum_t g_{i,t} g_{i,t}^T`` (``"sample"`` with the rollout's own actions,
-        or an exact Gauss-Newton factor when ``f_i`` is the output itself, ``M = 1``). Returns a flat
+        or an exact Gauss-Newton factor when ``f_i`` is the output itself, ``M = 1``); ``rows``: None, or
+        the output gradients of the rows of M's factor, whose :func:`output_factor` (times ``c``) is then
+        ``S`` (``"exact"``). Returns a flat
         P-vector: ``sum_i w_i d f_i / d theta`` on the factored layers' entries, 0 elsewhere. Dense blocks
         get their exact block as in :meth:`batch_factors`.
         """
@@ -543,12 +573,15 @@ class KFAC:
                 continue
             module = block.layer.module
             rec = by_module[id(module)]
-            g_out, weights, scale = output_grads[id(module)]
+            g_out, weights, scale, rows = output_grads[id(module)]
             a = layer_input_rows(module, rec.inputs, block.layer.bias_index is not None)
             g = _output_rows(g_out.detach())
             n = rec.inputs.shape[0]
-            positions = g.shape[0] // n
-            batch.append({"A": a.T @ a / n, "S": (scale / (n * positions)) * (g.T @ g)})
+            if rows is None:
+                s_factor = (scale / g.shape[0]) * (g.T @ g)  # g.shape[0] = N T
+            else:
+                s_factor = scale * output_factor([r.detach() for r in rows])
+            batch.append({"A": a.T @ a / n, "S": s_factor})
             self._scatter(grad, block, weighted_layer_gradient(a, g, weights))
         self._fold(batch)
         return grad
