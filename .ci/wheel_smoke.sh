@@ -23,7 +23,7 @@ cd "$work/elsewhere"
 export PATH="$work/venv/bin:$PATH"
 run() { echo "+ $*"; "$@" > "$work/last.log" 2>&1 || { tail -40 "$work/last.log"; echo "FAILED: $*"; exit 1; }; }
 # Every zoo key, train 2k steps then enjoy, on an env its config has.
-for pair in nac:CartPole-v1 fisher_trpo:CartPole-v1 reinforce:CartPole-v1 td3_ig:Pendulum-v1 td3_ig_tanh:Pendulum-v1 ddpg_ig:Pendulum-v1; do
+for pair in nac:CartPole-v1 fisher_trpo:CartPole-v1 reinforce:CartPole-v1 acktr:CartPole-v1 td3_ig:Pendulum-v1 td3_ig_tanh:Pendulum-v1 ddpg_ig:Pendulum-v1; do
     algo=${pair%%:*}
     env_id=${pair#*:}
     run sb3-natural-train --algo "$algo" --env "$env_id" -n 2000 -f logs --seed 0 --eval-freq -1

@@ -103,6 +103,17 @@ def _output_rows(g: th.Tensor) -> th.Tensor:
     return g.reshape(-1, g.shape[-1])
 
 
+def _linear_input_factor(x: th.Tensor, with_bias: bool, n: int) -> th.Tensor:
+    """``[X | 1]^T [X | 1] / n`` from its blocks ``X^T X``, ``X^T 1`` and the row count (no copy of X)."""
+    xx = x.T @ x
+    if not with_bias:
+        return xx / n
+    col = x.sum(dim=0)
+    top = th.cat([xx, col[:, None]], dim=1)
+    bottom = th.cat([col, col.new_full((1,), float(x.shape[0]))])[None, :]
+    return th.cat([top, bottom], dim=0) / n
+
+
 def weighted_layer_gradient(a: th.Tensor, g: th.Tensor, weights: th.Tensor) -> th.Tensor:
     """``sum_i w_i sum_t g_{i,t} a_{i,t}^T`` (``[out, d_in (+1)]``): the gradient of ``sum_i w_i f_i`` with
     respect to ``[W | b]`` when ``g_{i,t} = d f_i / d y_{i,t}`` (backprop is linear in the per-sample
@@ -566,6 +577,7 @@ class KFAC:
         r = t.factor(recorded.y) if has_dense else None
         grad = th.zeros(self.num_params, dtype=recorded.y.dtype, device=recorded.y.device)
         batch: list[dict[str, th.Tensor]] = []
+        a_cache: dict[tuple[int, tuple[int, ...], bool], th.Tensor] = {}
         for block in self.blocks:
             if block.layer is None:
                 assert block.dense_index is not None and r is not None
@@ -574,15 +586,28 @@ class KFAC:
             module = block.layer.module
             rec = by_module[id(module)]
             g_out, weights, scale, rows = output_grads[id(module)]
-            a = layer_input_rows(module, rec.inputs, block.layer.bias_index is not None)
+            with_bias = block.layer.bias_index is not None
             g = _output_rows(g_out.detach())
             n = rec.inputs.shape[0]
             if rows is None:
                 s_factor = (scale / g.shape[0]) * (g.T @ g)  # g.shape[0] = N T
             else:
                 s_factor = scale * output_factor([r.detach() for r in rows])
-            batch.append({"A": a.T @ a / n, "S": s_factor})
-            self._scatter(grad, block, weighted_layer_gradient(a, g, weights))
+            if isinstance(module, nn.Linear):  # [X | 1] without building it
+                x = rec.inputs.reshape(-1, rec.inputs.shape[-1])
+                key = (x.data_ptr(), tuple(x.shape), with_bias)  # the actor's and the value's first layers share x
+                if key not in a_cache:
+                    a_cache[key] = _linear_input_factor(x, with_bias, n)
+                gw = g * weights.repeat_interleave(g.shape[0] // n)[:, None]
+                value = gw.T @ x
+                if with_bias:
+                    value = th.cat([value, gw.sum(dim=0)[:, None]], dim=1)
+                batch.append({"A": a_cache[key], "S": s_factor})
+            else:
+                a = layer_input_rows(module, rec.inputs, with_bias)
+                value = weighted_layer_gradient(a, g, weights)
+                batch.append({"A": a.T @ a / n, "S": s_factor})
+            self._scatter(grad, block, value)
         self._fold(batch)
         return grad
 
