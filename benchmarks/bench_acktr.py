@@ -6,7 +6,9 @@ For CartPole-v1 (8 envs x 32 steps = 256 samples) and HalfCheetah-v5 (1 env x 20
 default MlpPolicy (64x64 tanh, shared=False): one rollout is collected by SB3's A2C and copied into
 each model, then ``train()`` (one update) is timed for A2C (RMSprop, SB3's default), ACKTR with
 ``fisher="exact"`` and ``"sample"`` (``critic="kfac"``, the joint step; eigendecompositions every 10
-updates, so amortized) and ACKTR with ``critic="adam"`` (10 epochs of the critic, as NAC). Rounds
+updates, so amortized), the same with ``kfac_stats_samples=1024`` (factors estimated on 1024 of the
+rollout's samples; CartPole's 256 are all taken) and ACKTR with ``critic="adam"`` (10 epochs of the
+critic, as NAC). Rounds
 alternate the models; medians and the ratios to A2C's median of the same process are printed and
 written as JSON.
 """
@@ -33,6 +35,8 @@ CASES = {"CartPole-v1": (8, 32), "HalfCheetah-v5": (1, 2048)}
 VARIANTS = {
     "acktr_exact": {"fisher": "exact"},
     "acktr_sample": {"fisher": "sample"},
+    "acktr_sample_stats_1024": {"fisher": "sample", "kfac_stats_samples": 1024},
+    "acktr_exact_stats_1024": {"fisher": "exact", "kfac_stats_samples": 1024},
     "acktr_exact_adam_critic": {"fisher": "exact", "critic": "adam"},
 }
 

@@ -277,3 +277,27 @@ def test_cnn_and_multi_input_policies(kind, obs_kind, mode):
     value = KFAC.for_value(policy)
     value.update(obs)
     assert th.isfinite(value.precondition(th.ones(value.num_params, dtype=th.float64))).all()
+
+
+def test_stats_samples_estimates_the_factors_on_that_subset_of_the_batch():
+    """stats_samples=m: each layer's A and S are those of the m evenly spaced samples; dense blocks (the
+    shared log_std) and the number of blocks are unchanged."""
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    th.manual_seed(0)
+    policy = ActorCriticPolicy(
+        spaces.Box(-1, 1, (3,), np.float32), spaces.Box(-1, 1, (2,), np.float32), lambda _: 1e-3, net_arch=[5]
+    ).double()
+    obs = th.randn(40, 3, dtype=th.float64)
+    sub = KFAC(policy, stats_samples=10)
+    full = KFAC(policy)
+    rows = th.linspace(0, 39, 10).round().long()
+    got, want = sub.batch_factors(obs), full.batch_factors(obs[rows])
+    assert len(got) == len(want) == len(full.blocks)
+    for block, g, w in zip(full.blocks, got, want, strict=True):
+        for key in w:
+            th.testing.assert_close(g[key], w[key], rtol=1e-12, atol=1e-14)
+        if block.layer is not None:
+            assert not th.allclose(g["A"], full.batch_factors(obs)[full.blocks.index(block)]["A"])
+    with pytest.raises(ValueError, match="stats_samples"):
+        KFAC(policy, stats_samples=0)

@@ -172,6 +172,8 @@ class _Target:
     dense_block: Callable[[Obs, th.Tensor, int], th.Tensor]  # (obs, R, param index) -> exact block
     # joint target: the last forward's (z, v) before their concatenation (backpropagating from z alone
     # skips the value branch); None for a single output
+    # param index -> its exact block in closed form, without the batch (None: compute it)
+    closed_form: Callable[[int], th.Tensor | None] = lambda i: None
     pieces: Callable[[], tuple[th.Tensor, ...]] | None = None
     policy_rows: Callable[[th.Tensor], th.Tensor] | None = None  # z -> the rows of R_pi reaching a layer
 
@@ -223,6 +225,14 @@ def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
             block += rows.T @ rows / n
         return block
 
+    def closed_form(i: int) -> th.Tensor | None:
+        # A DiagGaussian's shared log_std: M's log_std block is 2 I for every state (DESIGN.md section 3),
+        # so the parameter's block is 2 I (times the KL convention's scale), whatever the batch.
+        if i in direct_index and dist.kind == "diag_gaussian":
+            p = head.params[i]
+            return 2.0 * scale * th.eye(p.numel(), dtype=p.dtype, device=p.device)
+        return None
+
     return _Target(
         params=list(head.params),
         layers=hookable_layers(head.policy, head.params),
@@ -231,6 +241,7 @@ def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
         layer_rows=layer_rows,
         sample_grad=sample_grad,
         dense_block=dense_block,
+        closed_form=closed_form,
         policy_rows=lambda z: layer_rows(factor(z)),
     )
 
@@ -364,6 +375,7 @@ def _actor_critic_target(head: ActorHead, vf_fisher_coef: float, kl_convention: 
         layer_rows=lambda r: with_value_row(actor.layer_rows(r[:, :-1, :d])),
         sample_grad=sample_grad,
         dense_block=dense_block,
+        closed_form=lambda i: actor.closed_form(i) if i in direct else None,
         pieces=pieces,
         policy_rows=actor.policy_rows,
     )
@@ -421,6 +433,10 @@ class KFAC:
     :param decay: weight of the old factors in the running average, in [0, 1)
     :param inverse_update_freq: refresh the eigendecompositions every this many :meth:`update` calls
     :param kl_convention: ``"sum"`` (true KL, default) or ``"mean"`` (sb3-contrib's per-dimension KL)
+    :param stats_samples: estimate the layer factors ``A`` and ``S`` of each batch on at most this many
+        of its samples (evenly spaced; None: all). An unbiased estimate of the batch's factors, and the
+        running average spans many batches; it makes the factor products cheaper for large batches.
+        Dense blocks and the gradient of :meth:`update_with_gradient` always use the whole batch.
 
     Vectors are flat P-vectors in the order of ``params`` (``ActorHead.flat`` order for an actor).
     """
@@ -434,6 +450,7 @@ class KFAC:
         decay: float = 0.95,
         inverse_update_freq: int = 10,
         kl_convention: KLConvention = "sum",
+        stats_samples: int | None = None,
         _target: _Target | None = None,
     ) -> None:
         if mode not in KFAC_MODES:
@@ -453,6 +470,9 @@ class KFAC:
         self.params = self._t.params
         self.mode, self.damping, self.damping_mode = mode, float(damping), damping_mode
         self.decay, self.inverse_update_freq = float(decay), int(inverse_update_freq)
+        if stats_samples is not None and int(stats_samples) < 1:
+            raise ValueError(f"stats_samples must be >= 1 or None, got {stats_samples!r}")
+        self.stats_samples = None if stats_samples is None else int(stats_samples)
         self.numels = [p.numel() for p in self.params]
         self.offsets = [0]
         for m in self.numels[:-1]:
@@ -470,6 +490,12 @@ class KFAC:
         self.factors: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
         self.eigen: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
         self.steps = 0
+
+    def _stats_rows(self, n: int, device: th.device) -> th.Tensor | None:
+        """The samples the layer factors are estimated on (None: all ``n``)."""
+        if self.stats_samples is None or self.stats_samples >= n:
+            return None
+        return th.linspace(0, n - 1, self.stats_samples, device=device).round().long()
 
     @classmethod
     def for_value(cls, policy: ActorCriticPolicy, params: Sequence[nn.Parameter] | None = None, **kwargs: Any) -> KFAC:
@@ -521,8 +547,9 @@ class KFAC:
         if any(c > 1 for c in calls.values()):
             raise ValueError("K-FAC needs each factored layer to be called once per forward pass")
         outputs = [rec.output for rec in records]
-        has_dense = any(b.dense_index is not None for b in self.blocks)
-        r = t.factor(y) if self.mode == "exact" or has_dense else None  # [N, K, d], M = R^T R
+        closed = {b.dense_index: t.closed_form(b.dense_index) for b in self.blocks if b.dense_index is not None}
+        needs_r = self.mode == "exact" or any(v is None for v in closed.values())
+        r = t.factor(y) if needs_r else None  # [N, K, d], M = R^T R
         if self.mode == "exact":
             assert r is not None
             grads = backprop_rows(y, outputs, t.layer_rows(r))
@@ -544,10 +571,19 @@ class KFAC:
                     d_out = int(_weight(block.layer).shape[0])
                     out.append({"A": y.new_zeros(d_in, d_in), "S": y.new_zeros(d_out, d_out)})
                     continue
-                s_factor = output_factor([gk.detach() for gk in g])
-                out.append({"A": input_factor(module, rec.inputs, with_bias), "S": s_factor})
+                sub = self._stats_rows(rec.inputs.shape[0], rec.inputs.device)
+                if sub is None:
+                    s_factor = output_factor([gk.detach() for gk in g])
+                    out.append({"A": input_factor(module, rec.inputs, with_bias), "S": s_factor})
+                else:
+                    s_factor = output_factor([gk.detach()[sub] for gk in g])
+                    out.append({"A": input_factor(module, rec.inputs[sub], with_bias), "S": s_factor})
             else:
                 assert block.dense_index is not None
+                known = closed[block.dense_index]
+                if known is not None:
+                    out.append({"F": known})
+                    continue
                 assert r is not None
                 out.append({"F": t.dense_block(obs, r, block.dense_index).detach()})
         return out
@@ -573,15 +609,19 @@ class KFAC:
         """
         t = self._t
         by_module = {id(rec.layer.module): rec for rec in recorded.records}
-        has_dense = any(b.dense_index is not None for b in self.blocks)
-        r = t.factor(recorded.y) if has_dense else None
+        closed = {b.dense_index: t.closed_form(b.dense_index) for b in self.blocks if b.dense_index is not None}
+        r = t.factor(recorded.y) if any(v is None for v in closed.values()) else None
         grad = th.zeros(self.num_params, dtype=recorded.y.dtype, device=recorded.y.device)
         batch: list[dict[str, th.Tensor]] = []
         a_cache: dict[tuple[int, tuple[int, ...], bool], th.Tensor] = {}
         for block in self.blocks:
             if block.layer is None:
-                assert block.dense_index is not None and r is not None
-                batch.append({"F": t.dense_block(obs, r, block.dense_index).detach()})
+                assert block.dense_index is not None
+                known = closed[block.dense_index]
+                if known is None:
+                    assert r is not None
+                    known = t.dense_block(obs, r, block.dense_index).detach()
+                batch.append({"F": known})
                 continue
             module = block.layer.module
             rec = by_module[id(module)]
@@ -589,16 +629,20 @@ class KFAC:
             with_bias = block.layer.bias_index is not None
             g = _output_rows(g_out.detach())
             n = rec.inputs.shape[0]
-            if rows is None:
-                s_factor = (scale / g.shape[0]) * (g.T @ g)  # g.shape[0] = N T
+            sub = self._stats_rows(n, g.device)
+            if rows is not None:
+                s_factor = scale * output_factor([r.detach() if sub is None else r.detach()[sub] for r in rows])
             else:
-                s_factor = scale * output_factor([r.detach() for r in rows])
+                g_s = g if sub is None else _output_rows(g_out.detach()[sub])
+                s_factor = (scale / g_s.shape[0]) * (g_s.T @ g_s)  # g_s.shape[0] = N T
             if isinstance(module, nn.Linear):  # [X | 1] without building it
                 x = rec.inputs.reshape(-1, rec.inputs.shape[-1])
                 key = (x.data_ptr(), tuple(x.shape), with_bias)  # the actor's and the value's first layers share x
                 if key not in a_cache:
-                    a_cache[key] = _linear_input_factor(x, with_bias, n)
-                gw = g * weights.repeat_interleave(g.shape[0] // n)[:, None]
+                    x_s = x if sub is None else rec.inputs[sub].reshape(-1, x.shape[-1])
+                    a_cache[key] = _linear_input_factor(x_s, with_bias, n if sub is None else sub.numel())
+                w = weights if g.shape[0] == n else weights.repeat_interleave(g.shape[0] // n)
+                gw = g * w[:, None]
                 value = gw.T @ x
                 if with_bias:
                     value = th.cat([value, gw.sum(dim=0)[:, None]], dim=1)
@@ -606,7 +650,8 @@ class KFAC:
             else:
                 a = layer_input_rows(module, rec.inputs, with_bias)
                 value = weighted_layer_gradient(a, g, weights)
-                batch.append({"A": a.T @ a / n, "S": s_factor})
+                a_s = a if sub is None else layer_input_rows(module, rec.inputs[sub], with_bias)
+                batch.append({"A": a_s.T @ a_s / (n if sub is None else sub.numel()), "S": s_factor})
             self._scatter(grad, block, value)
         self._fold(batch)
         return grad
