@@ -346,3 +346,48 @@ def test_shared_extractor_takes_the_two_pass_sample_path():
     assert model._one_backward is None
     model.learn(32)
     assert model._n_updates == 2
+
+
+@pytest.mark.parametrize("fisher", ["sample", "exact"])
+def test_one_backward_path_with_separate_cnns(fisher, monkeypatch):
+    """CnnPolicy with share_features_extractor=False: the Conv2d layers' gradient from the one backward
+    pass (unfolded patches, summed over positions) equals autograd's, and so do their input factors (and,
+    for "exact", their output factors)."""
+    from stable_baselines3.common.envs import FakeImageEnv
+
+    def env():
+        image_env = FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=True)
+        image_env.observation_space.seed(0)
+        return image_env
+
+    policy_kwargs = {"features_extractor_kwargs": {"features_dim": 8}, "share_features_extractor": False, "net_arch": [8]}
+    kwargs = {
+        "n_steps": 8,
+        "fisher": fisher,
+        "max_grad_norm": None,
+        "seed": 0,
+        "device": "cpu",
+        "policy_kwargs": policy_kwargs,
+    }
+    fast = ACKTR("CnnPolicy", env(), **kwargs)
+    two_pass = ACKTR("CnnPolicy", env(), **kwargs)
+    assert fast._one_backward is not None
+    two_pass._one_backward = None
+    two_pass.policy.load_state_dict(fast.policy.state_dict())
+    _no_train_rollout(fast)
+    two_pass.rollout_buffer = copy.deepcopy(fast.rollout_buffer)
+    two_pass._current_progress_remaining = fast._current_progress_remaining
+    two_pass.set_logger(configure(None, []))
+    g_fast = _gradient_of_update(fast, monkeypatch)
+    g_two = _gradient_of_update(two_pass, monkeypatch)
+    assert float(g_two.norm()) > 0
+    th.testing.assert_close(g_fast, g_two, rtol=1e-4, atol=1e-6)
+    conv_blocks = [
+        i for i, b in enumerate(fast._state.kfac.blocks) if b.layer is not None and isinstance(b.layer.module, nn.Conv2d)
+    ]
+    assert len(conv_blocks) == 6  # NatureCNN's 3 convolutions, in each of the two extractors
+    for i in conv_blocks:
+        f_fast, f_two = fast._state.kfac.factors[i], two_pass._state.kfac.factors[i]
+        th.testing.assert_close(f_fast["A"], f_two["A"], rtol=1e-4, atol=1e-6)
+        if fisher == "exact":  # "sample" draws differ between the paths (rollout actions, fresh ones)
+            th.testing.assert_close(f_fast["S"], f_two["S"], rtol=1e-4, atol=1e-8)
