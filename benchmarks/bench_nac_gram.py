@@ -3,6 +3,7 @@
     python benchmarks/bench_nac_gram.py solve [--repeats 7]     # N = 2048, 64x64 CartPole/HalfCheetah actors
     python benchmarks/bench_nac_gram.py train [--repeats 5]     # NAC.train() on the zoo entries' rollouts
     python benchmarks/bench_nac_gram.py large --path gram|dense # N = 8192, 256x256 HalfCheetah: time, peak RSS
+    python benchmarks/bench_nac_gram.py large-train --path gram|dense  # the same, one whole NAC.train()
 
 ``solve``: on the same batch (random states, actions drawn from the policy, random advantages), the time
 of (a) the Gram path (``score_gram`` + the N x N Cholesky + ``w = Psi^T beta`` by one backward), (b) the
@@ -10,7 +11,10 @@ dense dual it replaces (``per_sample_scores`` + ``compatible_least_squares(metho
 10-iteration CG on the empirical Fisher from the materialized scores. ``train``: ``NAC.train()`` on one
 rollout of the zoo entry (CartPole-v1 as it is; HalfCheetah-v5 with ``solver="lstsq"``), the Gram path
 against the same model patched to the dense dual, weights and optimizer restored before every call.
-``large``: one process per path (so that the peak resident memory is its own).
+``large``: one process per path (so that the peak resident memory is its own). ``large-train``: one
+whole ``NAC.train()`` (the solve, the actor step with its KL, the critic's 10 epochs) of a NAC with a
+256x256 actor and critic on one HalfCheetah-v5 rollout of N = 8192 steps (``solver="lstsq"``; the
+dense dual patched in for ``--path dense``), its time and the process's peak resident memory.
 """
 
 from __future__ import annotations
@@ -154,9 +158,37 @@ def large(path: str, n: int = 8192) -> dict:
     return {"path": path, "N": n, "P": head.num_params, "solve_s": wall, "peak_rss_mb": peak_mb}
 
 
+def large_train(path: str, n: int = 8192) -> dict:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_natural import NAC
+
+    model = NAC(
+        "MlpPolicy", make_vec_env("HalfCheetah-v5", n_envs=1, seed=0), n_steps=n, solver="lstsq", ridge=0.1,
+        seed=0, device="cpu", policy_kwargs={"net_arch": [256, 256]},
+    )  # fmt: skip
+    if path == "dense":
+
+        def dense_dual(obs, actions, adv, weights, _m=model):
+            psi = per_sample_scores(_m._head, obs, actions)
+            w = compatible_least_squares(psi, adv, _m.ridge, method="dual", weights=weights)
+            return w, {"solver_iterations": 1.0}
+
+        model._gram_dual = dense_dual  # type: ignore[method-assign]
+    _, callback = model._setup_learn(10**6)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    t0 = time.perf_counter()
+    model.train()
+    wall = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    logs = model.logger.name_to_value
+    return {"path": path, "N": n, "P": model._head.num_params, "train_s": wall, "peak_rss_mb": peak_mb,
+            "kl": logs.get("train/kl"), "compatible_r2": logs.get("train/compatible_r2")}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["solve", "train", "large"])
+    parser.add_argument("what", choices=["solve", "train", "large", "large-train"])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--path", choices=["gram", "dense"], default="gram")
     args = parser.parse_args()
@@ -165,8 +197,10 @@ def main() -> None:
         out: Any = solve(args.repeats)
     elif args.what == "train":
         out = train(args.repeats)
-    else:
+    elif args.what == "large":
         out = large(args.path)
+    else:
+        out = large_train(args.path)
     print(json.dumps(out, indent=1))
 
 
