@@ -114,6 +114,17 @@ def _restore(model, blob: bytes) -> None:
     model._w = state["w"]
 
 
+def _dense_dual(model: Any) -> Any:
+    """A stand-in for ``model._gram_dual``: the dense dual it replaced (the N x P scores, then the N x N solve)."""
+
+    def dense_dual(obs: Any, actions: th.Tensor, adv: th.Tensor, weights: th.Tensor | None) -> Any:
+        psi = per_sample_scores(model._head, obs, actions)
+        w = compatible_least_squares(psi, adv, model.ridge, method="dual", weights=weights)
+        return w, {"solver_iterations": 1.0}
+
+    return dense_dual
+
+
 def train(repeats: int) -> list[dict]:
     from sb3_natural.registry import make_zoo_model
 
@@ -127,14 +138,9 @@ def train(repeats: int) -> list[dict]:
         blob = _snapshot(model)
         gram_dual = model._gram_dual
 
-        def dense_dual(obs, actions, adv, weights, _m=model):
-            psi = per_sample_scores(_m._head, obs, actions)
-            w = compatible_least_squares(psi, adv, _m.ridge, method="dual", weights=weights)
-            return w, {"solver_iterations": 1.0}
-
         times: dict[str, list[float]] = {"gram": [], "dense": []}
         for _ in range(repeats):
-            for name, impl in (("gram", gram_dual), ("dense", dense_dual)):
+            for name, impl in (("gram", gram_dual), ("dense", _dense_dual(model))):
                 _restore(model, blob)
                 model._gram_dual = impl  # type: ignore[method-assign]
                 t0 = time.perf_counter()
@@ -168,13 +174,7 @@ def large_train(path: str, n: int = 8192) -> dict:
         seed=0, device="cpu", policy_kwargs={"net_arch": [256, 256]},
     )  # fmt: skip
     if path == "dense":
-
-        def dense_dual(obs, actions, adv, weights, _m=model):
-            psi = per_sample_scores(_m._head, obs, actions)
-            w = compatible_least_squares(psi, adv, _m.ridge, method="dual", weights=weights)
-            return w, {"solver_iterations": 1.0}
-
-        model._gram_dual = dense_dual  # type: ignore[method-assign]
+        model._gram_dual = _dense_dual(model)  # type: ignore[method-assign]
     _, callback = model._setup_learn(10**6)
     model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
     t0 = time.perf_counter()
