@@ -6,9 +6,11 @@
     python benchmarks/bench_nac_gram.py large-train --path gram|dense  # the same, one whole NAC.train()
 
 ``solve``: on the same batch (random states, actions drawn from the policy, random advantages), the time
-of (a) the Gram path (``score_gram`` + the N x N Cholesky + ``w = Psi^T beta`` by one backward), (b) the
-dense dual it replaces (``per_sample_scores`` + ``compatible_least_squares(method="dual")``) and (c) a
-10-iteration CG on the empirical Fisher from the materialized scores. ``train``: ``NAC.train()`` on one
+of (a) the Gram path (``score_gram`` + the N x N solve, CG to float32's rounding, + ``w = Psi^T beta`` by one
+backward), (a') the same with the N x N Cholesky factorization instead of CG, (b) the dense dual it replaces
+(``per_sample_scores`` + ``compatible_least_squares(method="dual")``) and (c) a 10-iteration CG on the
+empirical Fisher from the materialized scores; and the relative distance of each path's ``w`` from the
+float64 solution. ``train``: ``NAC.train()`` on one
 rollout of the zoo entry (CartPole-v1 as it is; HalfCheetah-v5 with ``solver="lstsq"``), the Gram path
 against the same model patched to the dense dual, weights and optimizer restored before every call.
 ``large``: one process per path (so that the peak resident memory is its own). ``large-train``: one
@@ -57,10 +59,10 @@ def _batch(env_id: str, n: int, hidden: int):
     return head, obs, actions, adv
 
 
-def gram_path(head: ActorHead, obs: Any, actions: th.Tensor, adv: th.Tensor) -> th.Tensor:
+def gram_path(head: ActorHead, obs: Any, actions: th.Tensor, adv: th.Tensor, method: str = "cg") -> th.Tensor:
     gram = score_gram(head, obs, actions)
-    beta = gram_least_squares(gram, adv, RIDGE)
-    return weighted_score_sum(head, obs, actions, beta)
+    sol = gram_least_squares(gram, adv, RIDGE, overwrite=True, method=method)  # type: ignore[arg-type]
+    return weighted_score_sum(head, obs, actions, sol.beta)
 
 
 def dense_path(head: ActorHead, obs: Any, actions: th.Tensor, adv: th.Tensor, out: th.Tensor | None = None) -> th.Tensor:
@@ -79,14 +81,18 @@ def solve(repeats: int, n: int = 2048) -> list[dict]:
     for env_id in SPACES:
         head, obs, actions, adv = _batch(env_id, n, 64)
         out = empty_output(n, head.num_params, th.float32, th.device("cpu"))  # reused, as NAC does
-        w_gram, w_dense = gram_path(head, obs, actions, adv), dense_path(head, obs, actions, adv, out)
-        rel = float((w_gram - w_dense).norm() / w_dense.norm())
-        times: dict[str, list[float]] = {"gram": [], "dense": [], "cg10": []}
+        ws = {"gram": gram_path(head, obs, actions, adv), "gram_cholesky": gram_path(head, obs, actions, adv, "cholesky"),
+              "dense": dense_path(head, obs, actions, adv, out)}  # fmt: skip
+        exact = _float64_solution(head, obs, actions, adv)
+        rel = {f"w_rel_err_{k}": float((w - exact).norm() / exact.norm()) for k, w in ws.items()}
+        times: dict[str, list[float]] = {"gram": [], "gram_cholesky": [], "dense": [], "cg10": []}
         for _ in range(repeats):
             for name in times:
                 t0 = time.perf_counter()
                 if name == "gram":
                     gram_path(head, obs, actions, adv)
+                elif name == "gram_cholesky":
+                    gram_path(head, obs, actions, adv, "cholesky")
                 elif name == "dense":
                     dense_path(head, obs, actions, adv, out)
                 else:
@@ -96,9 +102,20 @@ def solve(repeats: int, n: int = 2048) -> list[dict]:
         rows.append(
             {"env": env_id, "N": n, "P": head.num_params, **{f"{k}_ms": 1e3 * v for k, v in med.items()},
              "gram_over_cg10": med["gram"] / med["cg10"], "dense_over_gram": med["dense"] / med["gram"],
-             "w_rel_diff_float32": rel}
+             "gram_cholesky_over_cg10": med["gram_cholesky"] / med["cg10"], **rel}
         )  # fmt: skip
     return rows
+
+
+def _float64_solution(head: ActorHead, obs: Any, actions: th.Tensor, adv: th.Tensor) -> th.Tensor:
+    """The exact ``w`` in float64 (the Gram and its Cholesky solve on a float64 copy of the actor)."""
+    head.policy.double()
+    try:
+        obs64, adv64 = obs.double(), adv.double()
+        sol = gram_least_squares(score_gram(head, obs64, actions), adv64, RIDGE, method="cholesky")
+        return weighted_score_sum(head, obs64, actions, sol.beta).float()
+    finally:
+        head.policy.float()
 
 
 def _snapshot(model) -> bytes:

@@ -19,16 +19,20 @@ And ``Psi^T beta = grad_theta sum_i beta_i log pi(a_i|s_i)`` is ONE backward pas
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch as th
 import torch.nn.functional as F
 from torch import nn
 
 from sb3_natural.common.scores import batch_size_of, hookable_layers, per_sample_param_grads, prepare_batch, record_layers
+from sb3_natural.common.solvers import conjugate_gradient
 
-#: entries of each N x N work buffer block (row chunks): 16M floats, 64 MB in float32
-_CHUNK_ENTRIES = 1 << 24
+#: entries of each work buffer (a block of rows of an N x N product): 256k floats, 1 MB in float32, so
+#: that the two products and the running sum of a block stay in the cache while they are combined
+_CHUNK_ENTRIES = 1 << 18
 
 
 def score_gram(policy: Any, obs: Any, actions: th.Tensor) -> th.Tensor:
@@ -51,8 +55,7 @@ def score_gram(policy: Any, obs: Any, actions: th.Tensor) -> th.Tensor:
         calls[id(rec.layer.module)] = calls.get(id(rec.layer.module), 0) + 1
     gram = z.new_zeros(n, n)
     covered: set[int] = set()
-    rows = max(1, min(n, _CHUNK_ENTRIES // max(n, 1)))  # row chunk of the N x N work buffers
-    xx = gg = None
+    linear: list[tuple[th.Tensor, th.Tensor, bool]] = []  # (X, G, has bias) of the Hadamard layers
     if records:
         out_grads = th.autograd.grad(z, [r.output for r in records], grad_outputs=g_z, allow_unused=True, retain_graph=True)
         fallback: dict[int, list[tuple[Any, th.Tensor]]] = {}
@@ -65,21 +68,12 @@ def score_gram(policy: Any, obs: Any, actions: th.Tensor) -> th.Tensor:
                 continue
             g = g.detach()
             if isinstance(lay.module, nn.Linear) and rec.inputs.dim() == 2 and calls[id(lay.module)] == 1:
-                x = rec.inputs
-                if xx is None or gg is None:
-                    xx, gg = gram.new_empty(rows, n), gram.new_empty(rows, n)
-                with th.no_grad():
-                    # gram += (X X^T + 1) o (G G^T), a block of rows at a time (memory: K + 2 row blocks)
-                    for start in range(0, n, rows):
-                        stop = min(n, start + rows)
-                        bx, bg = xx[: stop - start], gg[: stop - start]
-                        th.mm(x[start:stop], x.T, out=bx)
-                        if lay.bias_index is not None:
-                            bx.add_(1.0)
-                        th.mm(g[start:stop], g.T, out=bg)
-                        gram[start:stop].addcmul_(bx, bg)
+                linear.append((rec.inputs.detach(), g, lay.bias_index is not None))
             else:
                 fallback.setdefault(id(lay.module), []).append((rec, g))
+        if linear:
+            with th.no_grad():
+                _add_hadamard_grams(gram, linear)
         for parts in fallback.values():  # per-sample scores of this layer's weight (and bias), summed over calls
             block = _layer_scores(parts, n)
             with th.no_grad():
@@ -96,6 +90,31 @@ def score_gram(policy: Any, obs: Any, actions: th.Tensor) -> th.Tensor:
             block = grads[key].reshape(n, -1)
             gram += block @ block.T
     return gram.detach()  # symmetric up to rounding (the Cholesky reads one triangle)
+
+
+def _add_hadamard_grams(gram: th.Tensor, layers: list[tuple[th.Tensor, th.Tensor, bool]]) -> None:
+    """``gram += sum_layers (X X^T + 1) o (G G^T)`` in place, for the symmetric ``[N, N]`` ``gram``.
+
+    Computed by blocks of rows, on and below the diagonal only (``K[i, :i+B]`` for rows ``i..i+B``; the
+    block above the diagonal is the transpose of the one below), every layer's terms of one block
+    before the next block: the ``N x N`` products are never made whole, the work is about half of the
+    full products, and the elementwise products run on blocks that fit the cache.
+    """
+    n = gram.shape[0]
+    rows = max(1, min(n, _CHUNK_ENTRIES // max(n, 1)))
+    xx, gg = gram.new_empty(rows * n), gram.new_empty(rows * n)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        shape = (stop - start, stop)  # the block's columns up to the end of its diagonal part
+        bx, bg = xx[: shape[0] * shape[1]].view(shape), gg[: shape[0] * shape[1]].view(shape)
+        block = gram[start:stop, :stop]
+        for x, g, bias in layers:
+            th.mm(x[start:stop], x[:stop].T, out=bx)
+            if bias:
+                bx.add_(1.0)
+            th.mm(g[start:stop], g[:stop].T, out=bg)
+            block.addcmul_(bx, bg)
+        gram[:start, start:stop] += gram[start:stop, :start].T  # mirror onto the block above the diagonal
 
 
 def _layer_scores(parts: list[tuple[Any, th.Tensor]], n: int) -> th.Tensor:
@@ -132,31 +151,97 @@ def weighted_score_sum(policy: Any, obs: Any, actions: th.Tensor, beta: th.Tenso
     return head.flat([th.zeros_like(p) if gr is None else gr for p, gr in zip(head.params, grads, strict=True)])
 
 
+@dataclass
+class GramSolution:
+    """Result of :func:`gram_least_squares`.
+
+    :ivar beta: the dual coefficients, ``w = Psi^T beta``
+    :ivar method: ``"cg"`` (conjugate gradient to ``rtol``) or ``"cholesky"`` (factored)
+    :ivar iterations: CG iterations spent (also when it then fell back to the Cholesky factorization)
+    :ivar residual: ``|b - S x| / |b|`` of the returned solution of the scaled system ``S x = b``
+        (``S = C^(1/2) K C^(1/2) + N ridge I``, ``b = C^(1/2) A``, ``beta = C^(1/2) x``); None after a
+        factorization in ``gram``'s own memory, where ``S`` is no longer there to check against
+    """
+
+    beta: th.Tensor
+    method: str
+    iterations: int
+    residual: float | None
+
+
+#: default ``rtol`` of the CG recurrence per dtype, about the dtype's unit roundoff; the true residual
+#: then stagnates where the rounding of the ``N x N`` products leaves it (about 1e-6 in float32, where
+#: the float32 Cholesky solve's own residual lies: BENCHMARKS.md section 5), hence the accepted 100 rtol
+_RTOL = {th.float32: 1e-7, th.float64: 1e-12}
+_ACCEPT = 100.0
+
+
 def gram_least_squares(
-    gram: th.Tensor, advantages: th.Tensor, ridge: float, weights: th.Tensor | None = None, overwrite: bool = False
-) -> th.Tensor:
+    gram: th.Tensor,
+    advantages: th.Tensor,
+    ridge: float,
+    weights: th.Tensor | None = None,
+    overwrite: bool = False,
+    method: Literal["cg", "cholesky"] = "cg",
+    rtol: float | None = None,
+    max_iter: int | None = None,
+) -> GramSolution:
     """``beta`` with ``w = Psi^T beta`` the compatible least squares of :func:`compatible_least_squares`::
 
         beta = C^(1/2) (C^(1/2) K C^(1/2) + N ridge I)^{-1} C^(1/2) A        (K = Psi Psi^T)
 
-    by a Cholesky factorization of the ``N x N`` system (ridge > 0). ``overwrite=True`` builds the system and
-    its factor in ``gram``'s own memory (``gram`` is then destroyed): one ``N x N`` matrix instead of three.
+    The system is symmetric positive definite with every eigenvalue at least ``N ridge``, so its
+    condition number is ``1 + lambda_max(C^(1/2) K C^(1/2)) / (N ridge)``: tens to a few hundred on NAC's
+    rollouts, where conjugate gradients (Hestenes & Stiefel 1952; Nocedal & Wright, Alg. 5.2) reach a
+    relative residual of ``1e-7`` in 9-70 products with the ``N x N`` matrix (``2 N^2`` flops each)
+    against the ``N^3 / 3`` of a factorization.
+
+    ``method="cg"`` (default): CG from zero until the recurrence's ``|r| <= rtol |b|`` (``rtol`` defaults
+    to 1e-7 in float32, 1e-12 in float64); the true residual ``|b - S x| / |b|`` is recomputed once at the
+    end and must be at most ``100 rtol`` (rounding leaves it near 1e-6 in float32, as it does the
+    Cholesky solve's), else, or if CG did not stop in ``max_iter`` iterations (default
+    ``max(50, N // 16)``, at most N) or broke down, the system is factored instead.
+    ``method="cholesky"``: the Cholesky factorization only.
+    Either way the result is the exact least squares up to the stated rounding. ``overwrite=True``
+    builds the system and its factor in ``gram``'s own memory (``gram`` is then destroyed): one ``N x N``
+    matrix instead of three.
     """
     n = gram.shape[0]
     if gram.shape != (n, n) or advantages.shape != (n,):
         raise ValueError(f"gram must be [N, N] and advantages [N], got {tuple(gram.shape)} and {tuple(advantages.shape)}")
     if not ridge > 0:
         raise ValueError(f"the dual form needs ridge > 0, got {ridge}")
+    if method not in ("cg", "cholesky"):
+        raise ValueError(f"method must be one of ('cg', 'cholesky'), got {method!r}")
+    if rtol is not None and not (math.isfinite(rtol) and rtol > 0):
+        raise ValueError(f"rtol must be a finite float > 0, got {rtol!r}")
+    if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1):
+        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
     system = gram if overwrite else gram.clone()
     sw = None
     if weights is not None:
         sw = weights.sqrt()
         system.mul_(sw[:, None]).mul_(sw[None, :])
     system.diagonal().add_(n * ridge)
-    chol = th.linalg.cholesky(system, out=system)
     rhs = advantages if sw is None else sw * advantages
+    iterations = 0
+    if method == "cg":
+        tol = rtol if rtol is not None else _RTOL.get(gram.dtype, 1e-6)
+        b_norm = float(rhs.norm())
+        if b_norm == 0.0:
+            return GramSolution(th.zeros_like(rhs), "cg", 0, 0.0)
+        res = conjugate_gradient(
+            lambda v: system @ v, rhs, max_iter=min(n, max_iter or max(50, n // 16)), residual_tol=(tol * b_norm) ** 2
+        )
+        iterations = res.iterations
+        if res.converged and not res.breakdown:
+            residual = float((rhs - system @ res.x).norm()) / b_norm  # the recurrence's residual drifts in float32
+            if residual <= _ACCEPT * tol:
+                return GramSolution(res.x if sw is None else sw * res.x, "cg", iterations, residual)
+    chol = th.linalg.cholesky(system, out=system if overwrite else None)
     alpha = th.cholesky_solve(rhs[:, None], chol).squeeze(1)
-    return alpha if sw is None else sw * alpha
+    residual_chol = None if overwrite else float((rhs - system @ alpha).norm() / rhs.norm().clamp_min(1e-300))
+    return GramSolution(alpha if sw is None else sw * alpha, "cholesky", iterations, residual_chol)
 
 
 def score_products(policy: Any, obs: Any, actions: th.Tensor, v: th.Tensor) -> th.Tensor:

@@ -285,17 +285,20 @@ class NAC(NaturalOnPolicyAlgorithm):
         self, obs: Any, actions: th.Tensor, adv: th.Tensor, weights: th.Tensor | None
     ) -> tuple[th.Tensor, dict[str, float]]:
         """The exact dual solve without the N x P score matrix: ``K = Psi Psi^T`` per block (common/gram.py),
-        ``beta`` from the N x N system (factored in K's memory), ``w = Psi^T beta`` by one backward; the
+        ``beta`` from the N x N system (CG to float32's rounding, or factored in K's memory when CG does not get
+        there), ``w = Psi^T beta`` by one backward; the
         statistics from ``Psi w`` (one forward-mode pass) and ``g = Psi^T C A / N`` (one backward)."""
         head, n = self._head, adv.shape[0]
         c = th.ones_like(adv) if weights is None else weights
         gram = score_gram(head, obs, actions)
-        beta = gram_least_squares(gram, adv, self.ridge, weights=weights, overwrite=True)  # gram is consumed
+        sol = gram_least_squares(gram, adv, self.ridge, weights=weights, overwrite=True)  # gram may be consumed
         del gram
-        w = weighted_score_sum(head, obs, actions, beta)
+        w = weighted_score_sum(head, obs, actions, sol.beta)
         ca = c * adv
         g = weighted_score_sum(head, obs, actions, ca / n)  # the vanilla gradient Psi^T C A / N
-        stats: dict[str, float] = {"solver_iterations": 1.0}
+        stats: dict[str, float] = {"solver_iterations": float(sol.iterations)}
+        if sol.residual is not None:
+            stats["solver_residual"] = sol.residual
         if bool(th.isfinite(w).all()):
             pred = score_products(head, obs, actions, w)  # Psi w, one forward-mode pass
             resid = (c * (pred - adv) ** 2).sum()
