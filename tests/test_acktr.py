@@ -264,6 +264,15 @@ def test_bad_arguments_name_the_argument(name, value):
         ACKTR("MlpPolicy", "CartPole-v1", **{name: value})
 
 
+@pytest.mark.parametrize("name", ["kfac_damping", "vf_fisher_coef", "target_kl", "ent_coef", "vf_coef"])
+def test_numeric_arguments_accept_numpy_scalars_and_reject_nan_and_bools(name):
+    model = ACKTR("MlpPolicy", "CartPole-v1", **{name: np.float32(0.02)})
+    assert getattr(model, name) == pytest.approx(0.02)
+    for bad in (float("nan"), float("inf"), True, "0.1"):
+        with pytest.raises(ValueError, match=f"{name} must be a finite float"):
+            ACKTR("MlpPolicy", "CartPole-v1", **{name: bad})
+
+
 # ----------------------------------------------------------------------------- one-backward sample path
 def _gradient_of_update(model, monkeypatch):
     """The (clipped) gradient that one train() hands to the natural step."""

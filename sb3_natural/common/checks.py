@@ -4,6 +4,7 @@ values) and NaN/inf in rewards and observations (a clear error before a value re
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -77,6 +78,27 @@ def check_at_least_one(**values: int) -> None:
     for name, value in values.items():
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _is_finite_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_positive(allow_none: bool = False, **values: float | None) -> None:
+    """Raise ``ValueError`` naming the first argument that is not a finite number > 0 (or None, where
+    ``allow_none``)."""
+    for name, value in values.items():
+        if value is None and allow_none:
+            continue
+        if not (_is_finite_real(value) and value > 0):  # type: ignore[operator]
+            raise ValueError(f"{name} must be a finite float > 0{' or None' if allow_none else ''}, got {value!r}")
+
+
+def check_nonnegative(**values: float) -> None:
+    """Raise ``ValueError`` naming the first argument that is not a finite number >= 0."""
+    for name, value in values.items():
+        if not (_is_finite_real(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
 
 
 def check_discount(**values: float) -> None:

@@ -19,7 +19,6 @@ And ``Psi^T beta = grad_theta sum_i beta_i log pi(a_i|s_i)`` is ONE backward pas
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +26,7 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
+from sb3_natural.common.checks import check_positive
 from sb3_natural.common.scores import batch_size_of, hookable_layers, per_sample_param_grads, prepare_batch, record_layers
 from sb3_natural.common.solvers import conjugate_gradient
 
@@ -213,8 +213,7 @@ def gram_least_squares(
         raise ValueError(f"the dual form needs ridge > 0, got {ridge}")
     if method not in ("cg", "cholesky"):
         raise ValueError(f"method must be one of ('cg', 'cholesky'), got {method!r}")
-    if rtol is not None and not (math.isfinite(rtol) and rtol > 0):
-        raise ValueError(f"rtol must be a finite float > 0, got {rtol!r}")
+    check_positive(allow_none=True, rtol=rtol)
     if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1):
         raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
     system = gram if overwrite else gram.clone()

@@ -60,6 +60,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
 from torch import nn
 
+from sb3_natural.common.checks import check_positive
 from sb3_natural.common.distributions import KLConvention
 from sb3_natural.common.heads import ActorHead, Obs, slot_aliases
 from sb3_natural.common.scores import Layer, LayerRecord, hookable_layers, per_sample_param_grads, record_layers
@@ -212,10 +213,8 @@ def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
         return g
 
     def dense_block(obs: Obs, r: th.Tensor, i: int) -> th.Tensor:
+        # (the shared log_std never gets here: closed_form gives its block)
         n = r.shape[0]
-        if i in direct_index:  # the shared log_std: z's columns sl are the parameter itself
-            rs = r[:, :, direct_index[i]]  # [N, d, k]
-            return th.einsum("nrk,nrl->kl", rs, rs) / n
         key = "policy." + head.names[i]
         block = r.new_zeros(head.numels[i], head.numels[i])
         for k in range(r.shape[1]):
@@ -350,8 +349,7 @@ def _actor_critic_target(head: ActorHead, vf_fisher_coef: float, kl_convention: 
         return th.cat([g_pi, root_c * eps], dim=1)
 
     def dense_block(obs: Obs, r: th.Tensor, i: int) -> th.Tensor:
-        if i in direct:  # the shared log_std: the value does not depend on it
-            return actor.dense_block(obs, r[:, :-1, :d], i)
+        # (the shared log_std never gets here: closed_form gives its block)
         pre = head.preprocess(obs)
         names = aliases[id(params[i])]
         n = r.shape[0]
@@ -457,8 +455,7 @@ class KFAC:
             raise ValueError(f"mode must be one of {KFAC_MODES}, got {mode!r}")
         if damping_mode not in DAMPING_MODES:
             raise ValueError(f"damping_mode must be one of {DAMPING_MODES}, got {damping_mode!r}")
-        if not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping > 0):
-            raise ValueError(f"damping must be a finite float > 0, got {damping!r}")
+        check_positive(damping=damping)
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay!r}")
         if int(inverse_update_freq) < 1:
@@ -509,8 +506,7 @@ class KFAC:
         the policy's Fisher and ``vf_fisher_coef`` times the value's Gauss-Newton matrix, as ACKTR's joint
         update (see :func:`_actor_critic_target`). ``params``: the actor's, then the value's own. The forward
         (:meth:`record`) returns ``y = [z, v]``."""
-        if not (isinstance(vf_fisher_coef, (int, float)) and math.isfinite(vf_fisher_coef) and vf_fisher_coef > 0):
-            raise ValueError(f"vf_fisher_coef must be a finite float > 0, got {vf_fisher_coef!r}")
+        check_positive(vf_fisher_coef=vf_fisher_coef)
         head = target if isinstance(target, ActorHead) else ActorHead(target)
         kl = kwargs.get("kl_convention", "sum")
         return cls(head, _target=_actor_critic_target(head, float(vf_fisher_coef), kl), **kwargs)
