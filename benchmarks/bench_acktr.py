@@ -1,6 +1,7 @@
 """ACKTR's update against A2C's, on the same rollout, one torch thread.
 
     python benchmarks/bench_acktr.py [--repeats 9] [--out benchmarks/results/acktr_speed]
+    python benchmarks/bench_acktr.py --flops      # the matrix-product flops of each train() instead
 
 For CartPole-v1 (8 envs x 32 steps = 256 samples) and HalfCheetah-v5 (1 env x 2048 steps), SB3's
 default MlpPolicy (64x64 tanh, shared=False): one rollout is collected by SB3's A2C and copied into
@@ -10,7 +11,10 @@ updates, so amortized), the same with ``kfac_stats_samples=1024`` (factors estim
 rollout's samples; CartPole's 256 are all taken) and ACKTR with ``critic="adam"`` (10 epochs of the
 critic, as NAC). Rounds
 alternate the models; medians and the ratios to A2C's median of the same process are printed and
-written as JSON.
+written as JSON. ``--flops``: one ``train()`` of each model after the warm-up under
+``torch.utils.flop_counter.FlopCounterMode`` (matrix products only: elementwise work, the optimizer's
+step and the eigendecompositions are not counted), and the ratios to A2C's: the arithmetic each update
+has to do, which its time ratio could only go below by running its products faster than A2C's.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def _rollout(env_id: str, n_envs: int, n_steps: int):
     return a2c
 
 
-def measure(env_id: str, repeats: int) -> dict:
+def measure(env_id: str, repeats: int, count_flops: bool = False) -> dict:
     n_envs, n_steps = CASES[env_id]
     a2c = _rollout(env_id, n_envs, n_steps)
     models = {"a2c": a2c}
@@ -60,6 +64,8 @@ def measure(env_id: str, repeats: int) -> dict:
         m.set_logger(configure(None, []))
         models[name] = m
     buffers = {name: copy.deepcopy(a2c.rollout_buffer) for name in models}
+    if count_flops:
+        return _flops(env_id, n_envs * n_steps, models, buffers)
     times: dict[str, list[float]] = {name: [] for name in models}
     for r in range(repeats + 2):  # two warm-up rounds
         for name, m in models.items():
@@ -78,13 +84,36 @@ def measure(env_id: str, repeats: int) -> dict:
     }
 
 
+def _flops(env_id: str, batch: int, models: dict, buffers: dict) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counted = {}
+    for name, m in models.items():
+        for _ in range(2):  # warm-up: the first update's factors and inverses
+            m.rollout_buffer = copy.deepcopy(buffers[name])
+            m.train()
+        m.rollout_buffer = copy.deepcopy(buffers[name])
+        with FlopCounterMode(display=False) as counter:
+            m.train()
+        counted[name] = counter.get_total_flops() / 1e6
+    return {"env": env_id, "batch": batch, "mflop": counted,
+            "ratio_to_a2c": {k: v / counted["a2c"] for k, v in counted.items() if k != "a2c"}}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--envs", nargs="+", default=list(CASES))
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON result")
+    parser.add_argument("--flops", action="store_true", help="count the matrix-product flops instead of timing")
     args = parser.parse_args()
     th.set_num_threads(1)
+    if args.flops:
+        for res in (measure(env_id, 0, count_flops=True) for env_id in args.envs):
+            print(f"{res['env']} (N = {res['batch']}): A2C update {res['mflop']['a2c']:.1f} MFLOP")
+            for name, ratio in res["ratio_to_a2c"].items():
+                print(f"  {name}: {res['mflop'][name]:.1f} MFLOP = {ratio:.2f}x A2C")
+        return
     results = [measure(env_id, args.repeats) for env_id in args.envs]
     for res in results:
         print(f"{res['env']} (N = {res['batch']}): A2C update {res['median_ms']['a2c']:.2f} ms")

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_kfac.py [--repeats 7] [--n 2048]     # cost (one torch thread)
     python benchmarks/bench_kfac.py --report                      # error table for docs/kfac.md
+    python benchmarks/bench_kfac.py --flops                       # the matrix-product flops of each step
 
 Cost. For the 64x64 tanh actor of SB3's MlpPolicy on CartPole-v1's spaces (Box(4) -> Discrete(2)) and
 HalfCheetah-v5's (Box(17) -> Box(6)), N states: one batched backward is the forward pass of the actor
@@ -11,6 +12,12 @@ backward of the sampled log-likelihood to the layer outputs, for ``"exact"`` one
 the rows of M's factor) plus ``precondition`` of a gradient, with the eigendecompositions refreshed
 every 10 updates (``inverse_update_freq=10``) and so amortized over 10 steps. Rounds alternate the
 three measurements; the medians and ratios are printed.
+
+Flops. The same three computations under ``torch.utils.flop_counter.FlopCounterMode``: the flops of
+their matrix products (mm, addmm, bmm, convolutions; elementwise work and the eigendecompositions are
+not counted), one step each after the warm-up. Their ratios are the arithmetic each mode has to do,
+whatever the implementation: a timing ratio below the flop ratio needs the larger computation to run
+its products faster than the smaller one runs its own.
 
 Error. On small MLPs (Box(3) observations, net_arch [8, 8]) of every SB3 action space, N = 256
 random states: the relative Frobenius error of block-diagonal K-FAC (``"exact"`` and ``"sample"``)
@@ -62,7 +69,7 @@ def _time(fn, inner: int) -> float:
     return (time.perf_counter() - t0) / inner
 
 
-def cost(env_id: str, n: int, repeats: int) -> dict:
+def _setup(env_id: str, n: int):
     policy = _policy(*SPACES[env_id], net_arch=[64, 64])
     head, obs, actions, adv = _batch(policy, n)
     kfacs = {mode: KFAC(head, mode=mode, inverse_update_freq=10) for mode in ("sample", "exact")}
@@ -84,11 +91,17 @@ def cost(env_id: str, n: int, repeats: int) -> dict:
 
     for fn in (backward, step(kfacs["sample"]), step(kfacs["exact"])):
         _time(fn, 10)  # warm-up, and the first update's factors
+    return head, {"backward": backward, "sample": step(kfacs["sample"]), "exact": step(kfacs["exact"])}
+
+
+def cost(env_id: str, n: int, repeats: int) -> dict:
+    head, fns = _setup(env_id, n)
+    backward = fns["backward"]
     times: dict[str, list[float]] = {"backward": [], "sample": [], "exact": []}
     for _ in range(repeats):
         times["backward"].append(_time(backward, 10))
         for mode in ("sample", "exact"):
-            times[mode].append(_time(step(kfacs[mode]), 10))  # 10 steps: one eigendecomposition refresh
+            times[mode].append(_time(fns[mode], 10))  # 10 steps: one eigendecomposition refresh
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "env": env_id,
@@ -101,6 +114,24 @@ def cost(env_id: str, n: int, repeats: int) -> dict:
         "exact_over_backward": med["exact"] / med["backward"],
         "exact_over_sample": med["exact"] / med["sample"],
     }
+
+
+def flops(env_id: str, n: int) -> dict:
+    """The matrix-product flops of one backward, one ``"sample"`` and one ``"exact"`` step (see the top)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    head, fns = _setup(env_id, n)
+    counted = {}
+    for name, fn in fns.items():
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        counted[name] = counter.get_total_flops()
+    return {
+        "env": env_id, "n": n, "params": head.num_params, **{f"{k}_mflop": v / 1e6 for k, v in counted.items()},
+        "sample_over_backward": counted["sample"] / counted["backward"],
+        "exact_over_backward": counted["exact"] / counted["backward"],
+        "exact_over_sample": counted["exact"] / counted["sample"],
+    }  # fmt: skip
 
 
 def report(n: int = 256) -> list[dict]:
@@ -139,8 +170,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--n", type=int, default=2048)
     parser.add_argument("--report", action="store_true", help="the error table instead of the timings")
+    parser.add_argument("--flops", action="store_true", help="the matrix-product flops instead of the timings")
     args = parser.parse_args()
     th.set_num_threads(1)
+    if args.flops:
+        print("| spaces | N | backward (MFLOP) | sample step | exact step | sample/backward | exact/backward | exact/sample |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in (flops(env_id, args.n) for env_id in SPACES):
+            print(
+                f"| {r['env']} | {r['n']} | {r['backward_mflop']:.1f} | {r['sample_mflop']:.1f} | {r['exact_mflop']:.1f} | "
+                f"{r['sample_over_backward']:.2f} | {r['exact_over_backward']:.2f} | {r['exact_over_sample']:.2f} |"
+            )
+        return
     if args.report:
         print("| space | P | exact K-FAC | sample K-FAC | off-block-diagonal part of F |")
         print("|---|---|---|---|---|")
