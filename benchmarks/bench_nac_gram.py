@@ -4,6 +4,7 @@
     python benchmarks/bench_nac_gram.py train [--repeats 5]     # NAC.train() on the zoo entries' rollouts
     python benchmarks/bench_nac_gram.py large --path gram|dense # N = 8192, 256x256 HalfCheetah: time, peak RSS
     python benchmarks/bench_nac_gram.py large-train --path gram|dense  # the same, one whole NAC.train()
+    python benchmarks/bench_nac_gram.py rule [--repeats 5]     # primal vs Gram path around P = N / 2
 
 ``solve``: on the same batch (random states, actions drawn from the policy, random advantages), the time
 of (a) the Gram path (``score_gram`` + the N x N solve, CG to float32's rounding, + ``w = Psi^T beta`` by one
@@ -13,7 +14,9 @@ empirical Fisher from the materialized scores; and the relative distance of each
 float64 solution. ``train``: ``NAC.train()`` on one
 rollout of the zoo entry (CartPole-v1 as it is; HalfCheetah-v5 with ``solver="lstsq"``), the Gram path
 against the same model patched to the dense dual, weights and optimizer restored before every call.
-``large``: one process per path (so that the peak resident memory is its own). ``large-train``: one
+``rule``: the primal path (``per_sample_scores`` + the ``P x P`` Cholesky) against the Gram path for
+actors of width 16, 32 and 64 at batch sizes on both sides of ``P = N / 2`` (NAC's rule). ``large``: one
+process per path (so that the peak resident memory is its own). ``large-train``: one
 whole ``NAC.train()`` (the solve, the actor step with its KL, the critic's 10 epochs) of a NAC with a
 256x256 actor and critic on one HalfCheetah-v5 rollout of N = 8192 steps (``solver="lstsq"``; the
 dense dual patched in for ``--path dense``), its time and the process's peak resident memory.
@@ -103,6 +106,37 @@ def solve(repeats: int, n: int = 2048) -> list[dict]:
             {"env": env_id, "N": n, "P": head.num_params, **{f"{k}_ms": 1e3 * v for k, v in med.items()},
              "gram_over_cg10": med["gram"] / med["cg10"], "dense_over_gram": med["dense"] / med["gram"],
              "gram_cholesky_over_cg10": med["gram_cholesky"] / med["cg10"], **rel}
+        )  # fmt: skip
+    return rows
+
+
+RULE_CASES = [("CartPole-v1", 16, n) for n in (256, 512, 1024, 2048)] + [("CartPole-v1", 32, n) for n in (1024, 2048, 4096)]
+RULE_CASES += [("HalfCheetah-v5", 32, 2048), ("CartPole-v1", 64, 4096), ("CartPole-v1", 64, 8192)]
+RULE_CASES += [("HalfCheetah-v5", 64, 8192)]
+
+
+def primal_path(head: ActorHead, obs: Any, actions: th.Tensor, adv: th.Tensor, out: th.Tensor) -> th.Tensor:
+    psi = per_sample_scores(head, obs, actions, out=out)
+    return compatible_least_squares(psi, adv, RIDGE, method="primal")
+
+
+def rule(repeats: int) -> list[dict]:
+    rows = []
+    for env_id, hidden, n in RULE_CASES:
+        head, obs, actions, adv = _batch(env_id, n, hidden)
+        out = empty_output(n, head.num_params, th.float32, th.device("cpu"))
+        times: dict[str, list[float]] = {"primal": [], "gram": []}
+        for _ in range(repeats + 1):  # one warm-up round
+            t0 = time.perf_counter()
+            primal_path(head, obs, actions, adv, out)
+            t1 = time.perf_counter()
+            gram_path(head, obs, actions, adv)
+            times["primal"].append(t1 - t0)
+            times["gram"].append(time.perf_counter() - t1)
+        med = {k: statistics.median(v[1:]) for k, v in times.items()}
+        rows.append(
+            {"env": env_id, "width": hidden, "N": n, "P": head.num_params, "P_over_N": head.num_params / n,
+             "primal_ms": 1e3 * med["primal"], "gram_ms": 1e3 * med["gram"], "primal_over_gram": med["primal"] / med["gram"]}
         )  # fmt: skip
     return rows
 
@@ -205,7 +239,7 @@ def large_train(path: str, n: int = 8192) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["solve", "train", "large", "large-train"])
+    parser.add_argument("what", choices=["solve", "train", "large", "large-train", "rule"])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--path", choices=["gram", "dense"], default="gram")
     args = parser.parse_args()
@@ -216,6 +250,8 @@ def main() -> None:
         out = train(args.repeats)
     elif args.what == "large":
         out = large(args.path)
+    elif args.what == "rule":
+        out = rule(args.repeats)
     else:
         out = large_train(args.path)
     print(json.dumps(out, indent=1))

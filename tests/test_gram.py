@@ -114,6 +114,29 @@ def test_cg_solve_falls_back_to_the_factorization_when_it_does_not_converge():
     assert zero.method == "cg" and zero.iterations == 0 and th.equal(zero.beta, th.zeros(60, dtype=th.float64))
 
 
+@pytest.mark.parametrize("n, gram", [(40, True), (59, True), (61, False), (80, False)])
+def test_nac_lstsq_takes_the_gram_path_from_p_over_n_one_half(n, gram, monkeypatch):
+    from sb3_natural import NAC
+    from sb3_natural.nac.nac import GRAM_MIN_P_OVER_N
+
+    model = NAC("MlpPolicy", "CartPole-v1", n_steps=n, seed=0, device="cpu", policy_kwargs={"net_arch": [4]})
+    model.policy.double()
+    model._setup_critic()
+    head = model._head
+    assert head.num_params == 30 and GRAM_MIN_P_OVER_N == 0.5  # P = 30: the Gram path for N < 60
+    calls = []
+    gram_dual = model._gram_dual
+    monkeypatch.setattr(model, "_gram_dual", lambda *a: calls.append(1) or gram_dual(*a))
+    rng = np.random.default_rng(0)
+    obs = th.as_tensor(rng.normal(size=(n, 4)))
+    actions = th.as_tensor(rng.integers(0, 2, n))
+    adv = th.as_tensor(rng.normal(size=n))
+    w, _ = model._natural_gradient(obs, actions, adv, None)
+    assert bool(calls) == gram
+    ref = compatible_least_squares(per_sample_scores(head, obs, actions), adv, model.ridge, method="primal")
+    assert float((w - ref).norm() / ref.norm()) < 1e-6
+
+
 def test_bad_inputs():
     head, obs, actions = _batch("discrete", "mlp")
     with pytest.raises(ValueError, match="beta must have shape"):

@@ -22,6 +22,12 @@ from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
 SOLVERS = ("lstsq", "cg", "sgd")
 FISHERS = ("empirical", "analytic")
 
+#: ``solver="lstsq"`` takes the Gram path (the dual ``N x N`` system, common/gram.py) when the actor has more
+#: than this many parameters per sample, else the primal ``P x P`` system from the materialized scores. Measured
+#: (BENCHMARKS.md section 5, "Which path"): the Gram path is faster from P > N / 2 on for 32- and 64-wide
+#: actors (1.9-4x at P / N = 0.56-0.63) and slower for a 16-wide one at P / N = 0.19 (3.4x).
+GRAM_MIN_P_OVER_N = 0.5
+
 
 class NAC(NaturalOnPolicyAlgorithm):
     """
@@ -49,7 +55,7 @@ class NAC(NaturalOnPolicyAlgorithm):
     :param n_critic_updates: Epochs of minibatch Adam on the value loss per update
     :param critic_learning_rate: Adam learning rate of the value function (float or schedule)
     :param solver: How ``w`` is found: ``"lstsq"`` (exact ridge least squares: primal P x P from the
-        scores when P <= N, else the dual N x N system from the score Gram matrix, assembled per layer
+        scores when P <= N / 2, else the dual N x N system from the score Gram matrix, assembled per layer
         without the N x P score matrix, and ``w = Psi^T beta`` by one backward), ``"cg"`` (conjugate
         gradient on ``(F + ridge I) w = g``) or ``"sgd"`` (two-timescale: Adam on ``L(w)``,
         warm-started from the previous ``w``)
@@ -224,7 +230,7 @@ class NAC(NaturalOnPolicyAlgorithm):
         """w = argmin_w mean_i c_i (psi_i . w - A_i)^2 + ridge |w|^2, by the chosen solver."""
         head = self._head
         n = adv.shape[0]
-        if self.solver == "lstsq" and head.num_params > n:
+        if self.solver == "lstsq" and head.num_params > GRAM_MIN_P_OVER_N * n:
             return self._gram_dual(obs, actions, adv, weights)
         c = th.ones_like(adv) if weights is None else weights
         stats: dict[str, float] = {}
