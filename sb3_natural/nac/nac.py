@@ -24,8 +24,9 @@ FISHERS = ("empirical", "analytic")
 
 #: ``solver="lstsq"`` takes the Gram path (the dual ``N x N`` system, common/gram.py) when the actor has more
 #: than this many parameters per sample, else the primal ``P x P`` system from the materialized scores. Measured
-#: (BENCHMARKS.md section 5, "Which path"): the Gram path is faster from P > N / 2 on for 32- and 64-wide
-#: actors (1.9-4x at P / N = 0.56-0.63) and slower for a 16-wide one at P / N = 0.19 (3.4x).
+#: (BENCHMARKS.md section 5, "Which path"): the Gram path is 2.5-3.5x faster at P / N = 0.56-0.9 for 32- and
+#: 64-wide actors and about even for a 16-wide one at 0.75; the primal one is faster at P / N <= 0.38 (1.1x for
+#: a 32-wide actor at 0.31, 1.9-2.9x for a 16-wide one at 0.38-0.19).
 GRAM_MIN_P_OVER_N = 0.5
 
 
