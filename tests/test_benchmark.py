@@ -246,6 +246,30 @@ def test_flush_denormal_reaches_every_training_command_and_the_result(tmp_path, 
     assert [r["flush_denormal"] for r in rows] == ["False", "False"]
 
 
+def test_relative_zoo_config_folder_reaches_the_runs(tmp_path, monkeypatch):
+    """$SB3_NATURAL_ZOO_CONFIGS relative to where the harness is started: each run starts in its own
+    folder, so the harness hands it the absolute path (a real run reads the copied config)."""
+    import shutil
+
+    from sb3_natural.configs import zoo_config_file
+
+    confs = tmp_path / "confs"
+    confs.mkdir()
+    entry = zoo_config_file("nac").read_text().replace("n_steps: 1024", "n_steps: 64", 1)  # CartPole's entry
+    (confs / "nac.yml").write_text(entry)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SB3_NATURAL_ZOO_CONFIGS", "confs")
+    args = ["--suite", "quick", "--algos", "nac", "--envs", "CartPole-v1", "--budget", "256", "--seeds", "0",
+            "--workers", "1", "--no-progress", "--out", "out", "--eval-points", "2"]  # fmt: skip
+    assert benchmark_main(args) == 0
+    result = load_result(tmp_path / "out", Run("nac", "CartPole-v1", 0, 256))
+    assert result is not None and result["n_updates"] >= 3  # rollouts of 64 (the copy), not 1024 (at most 1 update)
+    shutil.rmtree(confs)  # and the folder really is the one read: without it the run fails, naming it
+    assert benchmark_main([*args[:-3], "out2", *args[-2:]]) != 0
+    error = (tmp_path / "out2" / "runs" / "nac" / "CartPole-v1" / "seed0" / "error.txt").read_text()
+    assert str(confs) in error
+
+
 def test_update_timer_counts_only_rollouts_followed_by_train():
     """Off-policy: no train() before learning_starts, so those rollouts must not dilute the mean."""
     import gymnasium as gym

@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from sb3_natural.benchmark.callbacks import TIMING_ENV_VAR
+from sb3_natural.configs import ENV_VAR as CONFIGS_ENV_VAR
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ def train_run(
         conf.write_text(yaml.safe_dump({run.env: fallback[1]}))
         cmd += ["--conf-file", str(conf)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", TIMING_ENV_VAR: str(timing)}
+    if env.get(CONFIGS_ENV_VAR):  # the run starts in workdir: a relative folder is meant from here
+        env[CONFIGS_ENV_VAR] = str(Path(env[CONFIGS_ENV_VAR]).resolve())
     t0 = time.perf_counter()
     proc = subprocess.run(
         cmd,
