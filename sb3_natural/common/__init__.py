@@ -1,7 +1,9 @@
-"""Pure math shared by the algorithms: actor heads, per-sample scores, Fisher products, K-FAC, solvers."""
+"""Pure math shared by the algorithms: actor heads, per-sample scores, Fisher products, the score Gram matrix,
+K-FAC, solvers."""
 
 from sb3_natural.common.distributions import OutputDistribution
 from sb3_natural.common.fisher import AnalyticFVP, DirectFVP, EmpiricalFVP, dense_fisher, empirical_fisher, fisher_rows
+from sb3_natural.common.gram import GramSolution, gram_least_squares, score_gram, score_products, weighted_score_sum
 from sb3_natural.common.heads import ActorHead, actor_parameters, output_distribution
 from sb3_natural.common.kfac import KFAC
 from sb3_natural.common.scores import per_sample_grads, per_sample_scores
@@ -14,6 +16,7 @@ __all__ = [
     "CGResult",
     "DirectFVP",
     "EmpiricalFVP",
+    "GramSolution",
     "OutputDistribution",
     "actor_parameters",
     "compatible_least_squares",
@@ -23,7 +26,11 @@ __all__ = [
     "dual_solve",
     "empirical_fisher",
     "fisher_rows",
+    "gram_least_squares",
     "output_distribution",
     "per_sample_grads",
     "per_sample_scores",
+    "score_gram",
+    "score_products",
+    "weighted_score_sum",
 ]
