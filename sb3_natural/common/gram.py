@@ -53,12 +53,11 @@ def score_gram(policy: Any, obs: Any, actions: th.Tensor) -> th.Tensor:
     calls: dict[int, int] = {}
     for rec in records:
         calls[id(rec.layer.module)] = calls.get(id(rec.layer.module), 0) + 1
-    gram = z.new_zeros(n, n)
     covered: set[int] = set()
     linear: list[tuple[th.Tensor, th.Tensor, bool]] = []  # (X, G, has bias) of the Hadamard layers
+    fallback: dict[int, list[tuple[Any, th.Tensor]]] = {}
     if records:
         out_grads = th.autograd.grad(z, [r.output for r in records], grad_outputs=g_z, allow_unused=True, retain_graph=True)
-        fallback: dict[int, list[tuple[Any, th.Tensor]]] = {}
         for rec, g in zip(records, out_grads, strict=True):
             lay = rec.layer
             covered.add(lay.weight_index)
@@ -71,13 +70,12 @@ def score_gram(policy: Any, obs: Any, actions: th.Tensor) -> th.Tensor:
                 linear.append((rec.inputs.detach(), g, lay.bias_index is not None))
             else:
                 fallback.setdefault(id(lay.module), []).append((rec, g))
-        if linear:
-            with th.no_grad():
-                _add_hadamard_grams(gram, linear)
-        for parts in fallback.values():  # per-sample scores of this layer's weight (and bias), summed over calls
-            block = _layer_scores(parts, n)
-            with th.no_grad():
-                gram += block @ block.T
+    with th.no_grad():
+        gram = _hadamard_grams(n, linear) if linear else z.new_zeros(n, n)
+    for parts in fallback.values():  # per-sample scores of this layer's weight (and bias), summed over calls
+        block = _layer_scores(parts, n)
+        with th.no_grad():
+            gram += block @ block.T
     for name, sl in head.direct_slices.items():
         d = g_z[:, sl]
         gram += d @ d.T
@@ -89,18 +87,18 @@ def score_gram(policy: Any, obs: Any, actions: th.Tensor) -> th.Tensor:
         for key in keys:
             block = grads[key].reshape(n, -1)
             gram += block @ block.T
-    return gram.detach()  # symmetric up to rounding (the Cholesky reads one triangle)
+    return gram.detach()  # symmetric: the Linear layers' part mirrored, the other blocks B B^T
 
 
-def _add_hadamard_grams(gram: th.Tensor, layers: list[tuple[th.Tensor, th.Tensor, bool]]) -> None:
-    """``gram += sum_layers (X X^T + 1) o (G G^T)`` in place, for the symmetric ``[N, N]`` ``gram``.
+def _hadamard_grams(n: int, layers: list[tuple[th.Tensor, th.Tensor, bool]]) -> th.Tensor:
+    """``sum_layers (X X^T + 1) o (G G^T)`` (``[N, N]``, symmetric), from each layer's ``(X, G, has bias)``.
 
     Computed by blocks of rows, on and below the diagonal only (``K[i, :i+B]`` for rows ``i..i+B``; the
     block above the diagonal is the transpose of the one below), every layer's terms of one block
     before the next block: the ``N x N`` products are never made whole, the work is about half of the
     full products, and the elementwise products run on blocks that fit the cache.
     """
-    n = gram.shape[0]
+    gram = layers[0][1].new_zeros(n, n)
     rows = max(1, min(n, _CHUNK_ENTRIES // max(n, 1)))
     xx, gg = gram.new_empty(rows * n), gram.new_empty(rows * n)
     for start in range(0, n, rows):
@@ -114,7 +112,8 @@ def _add_hadamard_grams(gram: th.Tensor, layers: list[tuple[th.Tensor, th.Tensor
                 bx.add_(1.0)
             th.mm(g[start:stop], g[:stop].T, out=bg)
             block.addcmul_(bx, bg)
-        gram[:start, start:stop] += gram[start:stop, :start].T  # mirror onto the block above the diagonal
+        gram[:start, start:stop] = gram[start:stop, :start].T  # mirror onto the block above the diagonal
+    return gram
 
 
 def _layer_scores(parts: list[tuple[Any, th.Tensor]], n: int) -> th.Tensor:
