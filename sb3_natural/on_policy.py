@@ -77,7 +77,7 @@ class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, OnPolicyAlgorithm):
     batch_size: int
 
     def __init__(self, policy: Any, env: Any, **kwargs: Any) -> None:
-        check_rate("learning_rate", kwargs["learning_rate"])
+        kwargs["learning_rate"] = check_rate("learning_rate", kwargs["learning_rate"])
         check_at_least_one(n_steps=kwargs["n_steps"])
         check_discount(gamma=kwargs["gamma"], gae_lambda=kwargs["gae_lambda"])
         super().__init__(policy, env, **kwargs)

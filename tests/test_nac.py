@@ -155,7 +155,7 @@ def test_degenerate_w_skips_step_and_keeps_parameters():
         ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"n_critic_updates": -1}, "n_critic_updates"),
         ({"gamma": 1.5}, "gamma"),
-        ({"sgd_learning_rate": 0.0}, "sgd_learning_rate must be a float"),
+        ({"sgd_learning_rate": 0.0}, "sgd_learning_rate must be a finite float > 0"),
         ({"critic_learning_rate": -1e-3}, "critic_learning_rate must be"),
         ({"critic_learning_rate": lambda _: 0.0}, "critic_learning_rate must be a schedule"),
         ({"learning_rate": float("nan")}, "learning_rate must be"),

@@ -301,6 +301,20 @@ def test_reinforce_validates_gamma():
         REINFORCE("MlpPolicy", "CartPole-v1", gamma=1.5)
 
 
+@pytest.mark.parametrize("cls", [NAC, FisherTRPO, REINFORCE, ACKTR])
+def test_rates_given_as_numpy_scalars_are_taken(cls):
+    """A numpy scalar rate (e.g. read from an array or a config parsed with numpy) passed our check and
+    then failed SB3's FloatSchedule with an AssertionError; it is now taken as the float it is."""
+    kwargs = {"learning_rate": np.float32(0.05)}
+    if cls is not FisherTRPO:
+        kwargs["critic_learning_rate"] = np.float64(1e-3)
+    model = cls("MlpPolicy", "CartPole-v1", **kwargs)
+    assert model.lr_schedule(1.0) == pytest.approx(0.05)
+    if cls is not FisherTRPO:
+        assert model.critic_lr_schedule(1.0) == pytest.approx(1e-3)
+    model.learn(2 * model.n_steps)
+
+
 def test_nac_rejects_discount_weighting_with_analytic_cg_at_construction():
     with pytest.raises(ValueError, match="discount_weighting"):
         NAC("MlpPolicy", "CartPole-v1", discount_weighting=True, solver="cg", fisher="analytic")

@@ -80,8 +80,13 @@ def check_at_least_one(**values: int) -> None:
             raise ValueError(f"{name} must be >= 1, got {value}")
 
 
+def is_real(value: object) -> bool:
+    """A real number (Python or numpy scalar), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _is_finite_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    return is_real(value) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 def check_positive(allow_none: bool = False, **values: float | None) -> None:
@@ -108,13 +113,15 @@ def check_discount(**values: float) -> None:
             raise ValueError(f"{name} must be in [0, 1], got {value}")
 
 
-def check_rate(name: str, value: float | Callable[[float], float]) -> None:
-    """Raise ``ValueError`` unless ``value`` is a positive finite rate or a schedule.
+def check_rate(name: str, value: float | Callable[[float], float]) -> float | Callable[[float], float]:
+    """Raise ``ValueError`` unless ``value`` is a positive finite rate or a schedule; return it, a numpy
+    scalar as a Python float (SB3's ``FloatSchedule`` takes only those).
 
     A schedule (SB3's ``Schedule``: progress_remaining in [0, 1] -> rate) is checked at the start
     of training (progress_remaining = 1), where rl-zoo3's ``lin_`` schedules take their largest value.
     """
     rate = value(1.0) if callable(value) else value
-    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
+    if not (_is_finite_real(rate) and rate > 0):
         kind = "a schedule whose start value" if callable(value) else "a float that"
         raise ValueError(f"{name} must be {kind} is > 0 and finite, got {rate!r}")
+    return value if callable(value) else float(value)

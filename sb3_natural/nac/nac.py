@@ -10,7 +10,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
-from sb3_natural.common.checks import check_at_least_one, check_rate
+from sb3_natural.common.checks import check_at_least_one, check_positive, check_rate
 from sb3_natural.common.fisher import AnalyticFVP, EmpiricalFVP
 from sb3_natural.common.gram import gram_least_squares, score_gram, score_products, weighted_score_sum
 from sb3_natural.common.scores import empty_output, per_sample_scores
@@ -165,8 +165,8 @@ class NAC(NaturalOnPolicyAlgorithm):
                 "discount_weighting=True with solver='cg' needs fisher='empirical' (the analytic Fisher has no "
                 "per-sample weights); or use solver='lstsq' or 'sgd'"
             )
-        check_rate("critic_learning_rate", critic_learning_rate)
-        check_rate("sgd_learning_rate", sgd_learning_rate)
+        critic_learning_rate = check_rate("critic_learning_rate", critic_learning_rate)
+        check_positive(sgd_learning_rate=sgd_learning_rate)  # a float: compatible_sgd takes no schedule
         if not cg_residual_tol >= 0:
             raise ValueError(f"cg_residual_tol must be >= 0, got {cg_residual_tol}")
         if not isinstance(cg_warm_start, (bool, np.bool_)):
@@ -182,7 +182,7 @@ class NAC(NaturalOnPolicyAlgorithm):
         self.cg_warm_start = bool(cg_warm_start)
         self.sgd_epochs = sgd_epochs
         self.sgd_batch_size = sgd_batch_size
-        self.sgd_learning_rate = sgd_learning_rate
+        self.sgd_learning_rate = float(sgd_learning_rate)
         self.target_kl = target_kl
         self.normalize_advantage = normalize_advantage
         self.discount_weighting = discount_weighting

@@ -129,7 +129,7 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
             raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
         if ent_coef < 0:
             raise ValueError(f"ent_coef must be >= 0, got {ent_coef}")
-        check_rate("critic_learning_rate", critic_learning_rate)
+        critic_learning_rate = check_rate("critic_learning_rate", critic_learning_rate)
         self._check_critic_args(n_critic_updates, batch_size)
         self.n_episodes = n_episodes
         self.baseline = baseline
