@@ -3,6 +3,8 @@ factor converging to the exact one, the damped product inverting its matrix, sav
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch as th
@@ -301,3 +303,88 @@ def test_stats_samples_estimates_the_factors_on_that_subset_of_the_batch():
             assert not th.allclose(g["A"], full.batch_factors(obs)[full.blocks.index(block)]["A"])
     with pytest.raises(ValueError, match="stats_samples"):
         KFAC(policy, stats_samples=0)
+
+
+@pytest.mark.parametrize("kl_convention", ["sum", "mean"])
+@pytest.mark.parametrize("kind", ACTION_KINDS)
+def test_policy_rows_are_the_rows_of_m_factor_that_reach_a_layer(kind, kl_convention):
+    # The DiagGaussian's rows are built in closed form; every kind must give layer_rows(factor(z)),
+    # the generic search, and M restricted to the layer-reachable columns must be rows^T rows
+    policy = make_policy(kind, net_arch=[5])
+    head = ActorHead(policy)
+    kfac = KFAC(head, mode="exact", kl_convention=kl_convention)
+    with th.no_grad():
+        z = head(make_obs(policy, 7))
+    rows = kfac.policy_rows(z)
+    generic = kfac._t.layer_rows(kfac._t.factor(z))
+    th.testing.assert_close(rows, generic, rtol=0, atol=1e-12)
+    joint = KFAC.for_actor_critic(head, vf_fisher_coef=0.5, kl_convention=kl_convention)
+    y = th.cat([z, th.zeros(z.shape[0], 1, dtype=z.dtype)], dim=1)
+    assert joint._t.exact_rows is not None
+    th.testing.assert_close(joint._t.exact_rows(y), joint._t.layer_rows(joint._t.factor(y)), rtol=0, atol=1e-12)
+    m = head.dist.fisher_matrix(z) * head.dist.kl_scale(kl_convention)
+    reach = rows.abs().amax(dim=(0, 1)) > 0
+    th.testing.assert_close((rows.transpose(1, 2) @ rows)[:, reach][:, :, reach], m[:, reach][:, :, reach])
+
+
+def _factors_with_and_without_the_closed_form(kfac: KFAC, obs):
+    fast = kfac.batch_factors(obs)
+    last, kfac._last = kfac._last, None
+    try:
+        generic = kfac.batch_factors(obs)
+    finally:
+        kfac._last = last
+    return fast, generic
+
+
+@pytest.mark.parametrize("stats_samples", [None, 5])
+@pytest.mark.parametrize("obs_kind", ["box", "image"])
+@pytest.mark.parametrize(
+    ("activation", "net_arch"),
+    [(nn.Tanh, [6, 5]), (nn.ReLU, [6, 5]), (nn.ELU, [6, 5]), (nn.Tanh, [5]), (nn.SiLU, {"pi": [7, 4], "vf": [3]})],
+)
+def test_closed_form_last_layers_give_the_factors_of_the_backpropagated_rows(activation, net_arch, obs_kind, stats_samples):
+    # DiagGaussian with the shared log_std: the action layer's S = diag(1/sigma^2) and the hidden layer's
+    # S = (phi'^T phi' / N) * (V^T V) must equal what backpropagating every row of M's factor gives
+    policy = make_policy("box", obs_kind=obs_kind, net_arch=net_arch, activation_fn=activation)
+    head = ActorHead(policy)
+    kfac = KFAC(head, mode="exact", kl_convention="mean", stats_samples=stats_samples)
+    assert kfac._last is not None and kfac._last.action is policy.action_net
+    obs = make_obs(policy, 9)
+    fast, generic = _factors_with_and_without_the_closed_form(kfac, obs)
+    for f, g in zip(fast, generic, strict=True):
+        assert f.keys() == g.keys()
+        for key in f:
+            th.testing.assert_close(f[key], g[key], rtol=0, atol=1e-12)
+    # the one-backward path of ACKTR (the joint K-FAC's policy rows from z) gets the same factors
+    joint = KFAC.for_actor_critic(head, kl_convention="mean", stats_samples=stats_samples)
+    rec = joint.record(obs)
+    z = rec.parts[0] if rec.parts is not None else rec.y[:, : head.dist.out_dim]
+    fast_rows = joint.policy_row_grads(z, rec.records)
+    generic_rows = joint.policy_rows(z.detach())
+    from sb3_natural.common.kfac import OutputFactor, backprop_rows, output_factor
+
+    slow = backprop_rows(z, [r.output for r in rec.records], generic_rows)
+    assert sum(isinstance(r, OutputFactor) for r in fast_rows) == 2
+    for f, g in zip(fast_rows, slow, strict=True):
+        if g is None:
+            assert f is None
+        elif isinstance(f, OutputFactor):
+            th.testing.assert_close(f.factor(), output_factor(g), rtol=0, atol=1e-12)
+        else:
+            for fk, gk in zip(f, g, strict=True):
+                th.testing.assert_close(fk, gk, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs"),
+    [
+        ("discrete", {}),  # rows depend on the state
+        ("box_sde", {}),  # gSDE: sigma depends on the state
+        ("box", {"net_arch": []}),  # no hidden layer
+        ("box", {"activation_fn": partial(nn.Softmax, dim=-1)}),  # not elementwise
+    ],
+)
+def test_closed_form_last_layers_only_where_they_hold(kind, kwargs):
+    policy = make_policy(kind, **kwargs)
+    assert KFAC(ActorHead(policy), mode="exact")._last is None

@@ -13,7 +13,7 @@ from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_natural.common.checks import check_at_least_one, check_nonnegative, check_positive, check_rate, is_real
 from sb3_natural.common.heads import index_obs
-from sb3_natural.common.kfac import DAMPING_MODES, KFAC, backprop_rows, value_parameters
+from sb3_natural.common.kfac import DAMPING_MODES, KFAC, OutputFactor, value_parameters
 from sb3_natural.common.updates import clip_by_norm, clipped_step_size, momentum_update
 from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
 
@@ -338,10 +338,10 @@ class ACKTR(NaturalOnPolicyAlgorithm):
             )
         ]
         w_actor = -adv / n
-        rows: list[list[th.Tensor] | None] = [None] * len(outputs)
+        rows: list[list[th.Tensor] | OutputFactor | None] = [None] * len(outputs)
         if self.fisher == "exact":
-            rows = backprop_rows(z, outputs, kfac.policy_rows(z.detach()))  # None at the value's layers
-        given: dict[int, tuple[th.Tensor, th.Tensor, float, list[th.Tensor] | None]] = {}
+            rows = kfac.policy_row_grads(z, recorded.records)  # None at the value's layers
+        given: dict[int, tuple[th.Tensor, th.Tensor, float, list[th.Tensor] | OutputFactor | None]] = {}
         for rec, g_out, r_out in zip(recorded.records, out_grads, rows, strict=True):
             key = id(rec.layer.module)
             if key in value_layers:

@@ -23,7 +23,14 @@ Two output factors ``mode``:
 * ``"exact"``: the expectation over actions in closed form. With the output Fisher ``M(z_i) = R_i^T R_i``
   (:meth:`~sb3_natural.common.distributions.OutputDistribution.fisher_factor`, rows ``r_{i,k}``),
   ``E_a[g g^T] = J_y^T M J_y = sum_k (J_y^T r_{i,k}) (J_y^T r_{i,k})^T``: the rows of R are
-  backpropagated to every layer output in ONE batched backward pass (``is_grads_batched``).
+  backpropagated to every layer output (one backward per row through the graph of the forward pass).
+  For a DiagGaussian with SB3's shared ``log_std`` the rows are the same for every state,
+  ``r_k = e_k / sigma_k``, and two layers get theirs in closed form (:func:`last_layers_output_factors`):
+  the action layer ``mean = W h``: ``S = diag(1/sigma^2)``; the layer before it, ``h = phi(y)`` with an
+  elementwise activation phi: ``g_{i,k} = phi'(y_i) * (W^T r_k)``, so
+  ``S = ((1/N) sum_i phi'(y_i) phi'(y_i)^T) * (W^T diag(1/sigma^2) W)`` (``*``: elementwise), one
+  product over the batch instead of one per row; the rows are backpropagated from there to the layers
+  before.
 * ``"sample"``: one action ``a_i ~ pi(.|s_i)`` per state and ``g_i = d log pi(a_i|s_i) / dy_i`` (ACKTR's
   choice, Wu et al. 2017); an unbiased estimate of the exact factor.
 
@@ -177,6 +184,9 @@ class _Target:
     closed_form: Callable[[int], th.Tensor | None] = lambda i: None
     pieces: Callable[[], tuple[th.Tensor, ...]] | None = None
     policy_rows: Callable[[th.Tensor], th.Tensor] | None = None  # z -> the rows of R_pi reaching a layer
+    # y -> layer_rows(factor(y)), what "exact" backpropagates (None: computed that way)
+    exact_rows: Callable[[th.Tensor], th.Tensor] | None = None
+    head: ActorHead | None = None  # the actor (actor and joint targets)
 
 
 def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
@@ -202,6 +212,20 @@ def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
             keep[0] = True
         rows = r.new_zeros(r.shape[0], int(keep.sum()), r.shape[2])
         rows[:, :, mask] = sub[:, keep]
+        return rows
+
+    gaussian_shared = dist.kind == "diag_gaussian" and bool(direct)
+    k = dist.action_dims[0]
+
+    def policy_rows(z: th.Tensor) -> th.Tensor:
+        if not gaussian_shared:
+            return layer_rows(factor(z))
+        # A DiagGaussian with the shared log_std: M = diag(1/sigma^2, 2) (DESIGN.md section 3), so
+        # layer_rows(factor(z)) is [diag(1/sigma) | 0] (the log_std rows reach no layer): built directly,
+        # without the [N, 2k, 2k] factor and its row search
+        inv_sigma = dist.fisher_stats(z).sqrt() * math.sqrt(scale)  # [N, k]
+        rows = z.new_zeros(z.shape[0], k, 2 * k)
+        rows[:, :, :k] = th.diag_embed(inv_sigma)
         return rows
 
     def sample_grad(z: th.Tensor, generator: th.Generator | None) -> th.Tensor:
@@ -241,7 +265,9 @@ def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
         sample_grad=sample_grad,
         dense_block=dense_block,
         closed_form=closed_form,
-        policy_rows=lambda z: layer_rows(factor(z)),
+        policy_rows=policy_rows,
+        exact_rows=policy_rows,
+        head=head,
     )
 
 
@@ -317,6 +343,8 @@ def _actor_critic_target(head: ActorHead, vf_fisher_coef: float, kl_convention: 
     A layer of a shared features extractor gets ``A (x) (S_pi + c S_v)`` (one input factor, the output
     gradients of both heads); parameters: the actor's (``head.params``), then the value's own."""
     actor = _actor_target(head, kl_convention)
+    actor_rows = actor.policy_rows
+    assert actor_rows is not None
     d = head.dist.out_dim
     root_c = math.sqrt(vf_fisher_coef)
     actor_ids = {id(p) for p in head.params}
@@ -376,6 +404,8 @@ def _actor_critic_target(head: ActorHead, vf_fisher_coef: float, kl_convention: 
         closed_form=lambda i: actor.closed_form(i) if i in direct else None,
         pieces=pieces,
         policy_rows=actor.policy_rows,
+        exact_rows=lambda y: with_value_row(actor_rows(y[:, :d])),
+        head=head,
     )
 
 
@@ -403,6 +433,97 @@ def backprop_rows(y: th.Tensor, outputs: list[th.Tensor], rows: th.Tensor) -> li
         for k in range(rows.shape[1])
     ]
     return [None if gs[0] is None else list(gs) for gs in zip(*per_row, strict=True)]
+
+
+@dataclass
+class OutputFactor:
+    """A layer's exact output factor in closed form, given in place of its row gradients:
+    ``S = inner`` (``phi`` None) or ``S = ((1/n) sum_i phi_i phi_i^T) * inner`` (elementwise), over the
+    batch or its ``stats_samples`` subset."""
+
+    inner: th.Tensor
+    phi: th.Tensor | None = None
+
+    def factor(self, sub: th.Tensor | None = None) -> th.Tensor:
+        if self.phi is None:
+            return self.inner
+        p = self.phi if sub is None else self.phi[sub]
+        return (p.T @ p / p.shape[0]) * self.inner
+
+
+# elementwise activations: h = phi(y) entry by entry, so d h / d y = diag(phi'(y))
+_ELEMENTWISE = (
+    nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Softplus,
+    nn.Mish, nn.Hardtanh, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Tanhshrink, nn.Softsign, nn.LogSigmoid,
+)  # fmt: skip
+
+
+@dataclass
+class _LastLayers:
+    """SB3's actor ends ``mean = action_net(phi(policy_net[-2](.)))``: the two Linear layers and phi."""
+
+    action: nn.Linear
+    hidden: nn.Linear
+    activation: nn.Module
+
+
+def _last_layers(head: ActorHead, layers: Sequence[Layer]) -> _LastLayers | None:
+    """The structure :func:`last_layers_output_factors` needs, or None: a DiagGaussian with the shared
+    ``log_std`` (so the rows of M's factor are the same for every state), ``action_net`` a factored
+    Linear fed by SB3's ``MlpExtractor.policy_net``, a Sequential ending in a factored Linear and an
+    elementwise activation (a latent that is only its output)."""
+    from stable_baselines3.common.torch_layers import MlpExtractor
+
+    p = head.policy
+    if head.dist.kind != "diag_gaussian" or not head.direct_slices or head.dist.squash:
+        return None
+    ext = getattr(p, "mlp_extractor", None)
+    if not isinstance(ext, MlpExtractor) or type(ext).forward_actor is not MlpExtractor.forward_actor:
+        return None  # a custom extractor: its own actor path
+    net = getattr(ext, "policy_net", None)
+    factored = {id(layer.module) for layer in layers}
+    if not isinstance(net, nn.Sequential) or len(net) < 2 or not isinstance(p.action_net, nn.Linear):
+        return None
+    hidden, act = net[-2], net[-1]
+    if type(act) not in _ELEMENTWISE or not isinstance(hidden, nn.Linear):
+        return None
+    if id(hidden) not in factored or id(p.action_net) not in factored:
+        return None
+    return _LastLayers(p.action_net, hidden, act)
+
+
+def _activation_derivative(act: nn.Module, y: th.Tensor, h: th.Tensor) -> th.Tensor:
+    """``phi'(y)`` for ``h = phi(y)`` elementwise: from ``h`` for tanh and ReLU (as their backward does),
+    by one elementwise backward otherwise."""
+    if type(act) is nn.Tanh:
+        return 1.0 - h * h
+    if type(act) is nn.ReLU:
+        return (h > 0).to(h.dtype)
+    with th.enable_grad():
+        leaf = y.detach().requires_grad_(True)
+        (d,) = th.autograd.grad(act(leaf).sum(), leaf)
+    return d
+
+
+def last_layers_output_factors(
+    last: _LastLayers, inv_sigma: th.Tensor, hidden_rec: LayerRecord, action_rec: LayerRecord
+) -> tuple[OutputFactor, OutputFactor, th.Tensor]:
+    """Exact output factors of SB3's last two actor layers for a DiagGaussian with the shared log_std.
+
+    The rows of M's factor that reach a layer are ``r_k = e_k / sigma_k`` for every state (``inv_sigma``:
+    ``[k]``, the KL scale included). At the action layer's output ``mean = W h`` they are the gradients
+    themselves: ``S_action = sum_k r_k r_k^T = diag(1/sigma^2)``. At the hidden layer's output ``y``
+    (``h = phi(y)``): ``g_{i,k} = phi'(y_i) * (W^T r_k)`` and::
+
+        S_hidden = (1/N) sum_i sum_k g_{i,k} g_{i,k}^T = ((1/N) sum_i phi'_i phi'_i^T) * (V^T V),  V = diag(1/sigma) W
+
+    (Hadamard product; DESIGN.md section 6). Returns the two factors and the row gradients at ``y``
+    (``[N, k, out]``), to backpropagate to the layers before.
+    """
+    phi = _activation_derivative(last.activation, hidden_rec.output.detach(), action_rec.inputs)
+    v = inv_sigma[:, None] * last.action.weight.detach()  # [k, h]: row k = W^T r_k
+    rows = phi[:, None, :] * v[None, :, :]
+    return OutputFactor(th.diag(inv_sigma * inv_sigma)), OutputFactor(v.T @ v, phi), rows
 
 
 def _weight(layer: Layer) -> th.Tensor:
@@ -484,6 +605,7 @@ class KFAC:
                 covered.add(layer.bias_index)
         self.blocks += [_Block(dense_index=i) for i in range(len(self.params)) if i not in covered]
         # tensors only (state_dict): per block "A", "S" or "F", and their eigendecompositions
+        self._last = None if self._t.head is None else _last_layers(self._t.head, self._t.layers)
         self.factors: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
         self.eigen: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
         self.steps = 0
@@ -527,6 +649,28 @@ class KFAC:
             raise ValueError("this K-FAC is not of a policy (use KFAC(head) or KFAC.for_actor_critic)")
         return self._t.policy_rows(z)
 
+    def policy_row_grads(self, z: th.Tensor, records: Sequence[LayerRecord]) -> list[list[th.Tensor] | OutputFactor | None]:
+        """``"exact"``'s output gradients of the policy at every recorded layer: per record, the gradients of
+        the rows of M's factor backpropagated from ``z`` (None where no row reaches), or the layer's factor in
+        closed form (:func:`last_layers_output_factors`, when the actor has that structure)."""
+        outputs = [rec.output for rec in records]
+        last = self._last
+        where = {id(rec.layer.module): j for j, rec in enumerate(records)}
+        if last is None or id(last.action) not in where or id(last.hidden) not in where:
+            return list(backprop_rows(z, outputs, self.policy_rows(z.detach())))
+        k = self._t.head.dist.action_dims[0]  # type: ignore[union-attr]
+        ia, ib = where[id(last.action)], where[id(last.hidden)]
+        inv_sigma = self.policy_rows(z[:1].detach())[0, :, :k].diagonal()  # the same for every state
+        s_action, s_hidden, hidden_rows = last_layers_output_factors(last, inv_sigma, records[ib], records[ia])
+        out: list[list[th.Tensor] | OutputFactor | None] = [None] * len(records)
+        out[ia], out[ib] = s_action, s_hidden
+        before = [j for j in range(len(records)) if j not in (ia, ib)]
+        if before:
+            grads = backprop_rows(records[ib].output, [outputs[j] for j in before], hidden_rows)
+            for j, g in zip(before, grads, strict=True):
+                out[j] = g
+        return out
+
     def batch_factors(
         self, obs: Any, generator: th.Generator | None = None, recorded: Recorded | None = None
     ) -> list[dict[str, th.Tensor]]:
@@ -544,11 +688,13 @@ class KFAC:
             raise ValueError("K-FAC needs each factored layer to be called once per forward pass")
         outputs = [rec.output for rec in records]
         closed = {b.dense_index: t.closed_form(b.dense_index) for b in self.blocks if b.dense_index is not None}
-        needs_r = self.mode == "exact" or any(v is None for v in closed.values())
-        r = t.factor(y) if needs_r else None  # [N, K, d], M = R^T R
-        if self.mode == "exact":
-            assert r is not None
-            grads = backprop_rows(y, outputs, t.layer_rows(r))
+        r = t.factor(y) if any(v is None for v in closed.values()) else None  # [N, K, d], M = R^T R
+        grads: list[list[th.Tensor] | OutputFactor | None]
+        if self.mode == "exact" and t.pieces is None and t.policy_rows is not None:  # the actor: y = z
+            grads = self.policy_row_grads(y, records)
+        elif self.mode == "exact":
+            rows = t.layer_rows(t.factor(y)) if t.exact_rows is None else t.exact_rows(y.detach())
+            grads = list(backprop_rows(y, outputs, rows))
         else:
             gy = t.sample_grad(y, generator)
             grads = [
@@ -568,7 +714,10 @@ class KFAC:
                     out.append({"A": y.new_zeros(d_in, d_in), "S": y.new_zeros(d_out, d_out)})
                     continue
                 sub = self._stats_rows(rec.inputs.shape[0], rec.inputs.device)
-                if sub is None:
+                if isinstance(g, OutputFactor):
+                    a_rows = rec.inputs if sub is None else rec.inputs[sub]
+                    out.append({"A": input_factor(module, a_rows, with_bias), "S": g.factor(sub)})
+                elif sub is None:
                     s_factor = output_factor([gk.detach() for gk in g])
                     out.append({"A": input_factor(module, rec.inputs, with_bias), "S": s_factor})
                 else:
@@ -588,7 +737,7 @@ class KFAC:
         self,
         obs: Any,
         recorded: Recorded,
-        output_grads: dict[int, tuple[th.Tensor, th.Tensor, float, list[th.Tensor] | None]],
+        output_grads: dict[int, tuple[th.Tensor, th.Tensor, float, list[th.Tensor] | OutputFactor | None]],
     ) -> th.Tensor:
         """Fold one batch into the running factors from given per-sample output gradients, and return the
         weighted gradient of the factored layers from the same products (ACKTR's one-backward update).
@@ -599,7 +748,8 @@ class KFAC:
         ``S = c (1/N) sum_i (1/T) sum_t g_{i,t} g_{i,t}^T`` (``"sample"`` with the rollout's own actions,
         or an exact Gauss-Newton factor when ``f_i`` is the output itself, ``M = 1``); ``rows``: None, or
         the output gradients of the rows of M's factor, whose :func:`output_factor` (times ``c``) is then
-        ``S`` (``"exact"``). Returns a flat
+        ``S`` (``"exact"``), or that factor in closed form (:class:`OutputFactor`, from
+        :meth:`policy_row_grads`). Returns a flat
         P-vector: ``sum_i w_i d f_i / d theta`` on the factored layers' entries, 0 elsewhere. Dense blocks
         get their exact block as in :meth:`batch_factors`.
         """
@@ -626,7 +776,9 @@ class KFAC:
             g = _output_rows(g_out.detach())
             n = rec.inputs.shape[0]
             sub = self._stats_rows(n, g.device)
-            if rows is not None:
+            if isinstance(rows, OutputFactor):
+                s_factor = scale * rows.factor(sub)
+            elif rows is not None:
                 s_factor = scale * output_factor([r.detach() if sub is None else r.detach()[sub] for r in rows])
             else:
                 g_s = g if sub is None else _output_rows(g_out.detach()[sub])
