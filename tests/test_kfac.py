@@ -383,6 +383,7 @@ def test_closed_form_last_layers_give_the_factors_of_the_backpropagated_rows(act
         ("box_sde", {}),  # gSDE: sigma depends on the state
         ("box", {"net_arch": []}),  # no hidden layer
         ("box", {"activation_fn": partial(nn.Softmax, dim=-1)}),  # not elementwise
+        ("box", {"activation_fn": partial(nn.LeakyReLU, inplace=True)}),  # overwrites its input
     ],
 )
 def test_closed_form_last_layers_only_where_they_hold(kind, kwargs):

@@ -485,8 +485,8 @@ def _last_layers(head: ActorHead, layers: Sequence[Layer]) -> _LastLayers | None
     if not isinstance(net, nn.Sequential) or len(net) < 2 or not isinstance(p.action_net, nn.Linear):
         return None
     hidden, act = net[-2], net[-1]
-    if type(act) not in _ELEMENTWISE or not isinstance(hidden, nn.Linear):
-        return None
+    if type(act) not in _ELEMENTWISE or getattr(act, "inplace", False) or not isinstance(hidden, nn.Linear):
+        return None  # (in place, the activation overwrites y, from which phi' is computed)
     if id(hidden) not in factored or id(p.action_net) not in factored:
         return None
     return _LastLayers(p.action_net, hidden, act)
