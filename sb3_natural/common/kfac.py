@@ -517,7 +517,8 @@ def last_layers_output_factors(
 
         S_hidden = (1/N) sum_i sum_k g_{i,k} g_{i,k}^T = ((1/N) sum_i phi'_i phi'_i^T) * (V^T V),  V = diag(1/sigma) W
 
-    (Hadamard product; DESIGN.md section 6). Returns the two factors and the row gradients at ``y``
+    since ``sum_k (phi' * v_k)(phi' * v_k)^T = (phi' phi'^T) * (sum_k v_k v_k^T)`` for the rows ``v_k`` of V
+    (``*``: elementwise). Returns the two factors and the row gradients at ``y``
     (``[N, k, out]``), to backpropagate to the layers before.
     """
     phi = _activation_derivative(last.activation, hidden_rec.output.detach(), action_rec.inputs)
