@@ -18,7 +18,7 @@ from torch import nn
 
 from sb3_natural.common.fisher import dense_fisher
 from sb3_natural.common.heads import ActorHead
-from sb3_natural.common.kfac import KFAC, input_factor, output_factor, pi_damping
+from sb3_natural.common.kfac import KFAC, input_factor, output_factor, pi_damping, reachable_rows
 
 SINGLE_LAYER_KINDS = ["discrete", "box", "multidiscrete", "multibinary"]
 
@@ -308,7 +308,7 @@ def test_stats_samples_estimates_the_factors_on_that_subset_of_the_batch():
 @pytest.mark.parametrize("kl_convention", ["sum", "mean"])
 @pytest.mark.parametrize("kind", ACTION_KINDS)
 def test_policy_rows_are_the_rows_of_m_factor_that_reach_a_layer(kind, kl_convention):
-    # The DiagGaussian's rows are built in closed form; every kind must give layer_rows(factor(z)),
+    # The DiagGaussian's rows are built in closed form; every kind must give reachable_rows(factor(z)),
     # the generic search, and M restricted to the layer-reachable columns must be rows^T rows
     policy = make_policy(kind, net_arch=[5])
     head = ActorHead(policy)
@@ -316,12 +316,16 @@ def test_policy_rows_are_the_rows_of_m_factor_that_reach_a_layer(kind, kl_conven
     with th.no_grad():
         z = head(make_obs(policy, 7))
     rows = kfac.policy_rows(z)
-    generic = kfac._t.layer_rows(kfac._t.factor(z))
+    generic = reachable_rows(kfac._t.factor(z), list(head.direct_slices.values()))
     th.testing.assert_close(rows, generic, rtol=0, atol=1e-12)
+    # the joint target's rows: the policy's, and the value's sqrt(c) on its own column
     joint = KFAC.for_actor_critic(head, vf_fisher_coef=0.5, kl_convention=kl_convention)
     y = th.cat([z, th.zeros(z.shape[0], 1, dtype=z.dtype)], dim=1)
-    assert joint._t.exact_rows is not None
-    th.testing.assert_close(joint._t.exact_rows(y), joint._t.layer_rows(joint._t.factor(y)), rtol=0, atol=1e-12)
+    joint_rows = joint._t.exact_rows(y)
+    d = z.shape[1]
+    th.testing.assert_close(joint_rows[:, :-1, :d], generic, rtol=0, atol=1e-12)
+    assert not joint_rows[:, :-1, d].any() and not joint_rows[:, -1, :d].any()
+    th.testing.assert_close(joint_rows[:, -1, d], th.full((z.shape[0],), 0.5**0.5, dtype=z.dtype))
     m = head.dist.fisher_matrix(z) * head.dist.kl_scale(kl_convention)
     reach = rows.abs().amax(dim=(0, 1)) > 0
     th.testing.assert_close((rows.transpose(1, 2) @ rows)[:, reach][:, :, reach], m[:, reach][:, :, reach])

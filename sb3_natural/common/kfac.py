@@ -152,6 +152,30 @@ def output_factor(grads: Sequence[th.Tensor]) -> th.Tensor:
     return s / (n * t)
 
 
+@dataclass
+class OutputFactor:
+    """A layer's exact output factor in closed form, given in place of its row gradients:
+    ``S = inner`` (``phi`` None) or ``S = ((1/n) sum_i phi_i phi_i^T) * inner`` (elementwise), over the
+    batch or its ``stats_samples`` subset."""
+
+    inner: th.Tensor
+    phi: th.Tensor | None = None
+
+    def factor(self, sub: th.Tensor | None = None) -> th.Tensor:
+        if self.phi is None:
+            return self.inner
+        p = self.phi if sub is None else self.phi[sub]
+        return (p.T @ p / p.shape[0]) * self.inner
+
+
+def batch_output_factor(grads: Sequence[th.Tensor] | OutputFactor, sub: th.Tensor | None = None) -> th.Tensor:
+    """The output factor of one batch from a layer's output gradients (:func:`output_factor`, on the
+    samples ``sub`` when given), or its closed form (:class:`OutputFactor`)."""
+    if isinstance(grads, OutputFactor):
+        return grads.factor(sub)
+    return output_factor([g.detach() if sub is None else g.detach()[sub] for g in grads])
+
+
 def kron_matvec(a: th.Tensor, s: th.Tensor, v: th.Tensor) -> th.Tensor:
     """``(A (x) S) vec(V)`` as the matrix ``S V A`` (V is ``[out, in]``, A symmetric)."""
     return s @ v @ a
@@ -167,6 +191,25 @@ def pi_damping(a: th.Tensor, s: th.Tensor, damping: float) -> tuple[float, float
 
 
 # ------------------------------------------------------------------ curvature targets
+def reachable_rows(r: th.Tensor, unreached: Sequence[slice]) -> th.Tensor:
+    """The rows of M's factor ``R`` (``[N, K, d]``) that reach a layer output: the columns ``unreached``
+    (those of the shared Gaussian ``log_std``, which no layer computes) zeroed, and the rows left with
+    nothing to backpropagate dropped (for a DiagGaussian: its k log_std rows). ``R`` itself when
+    ``unreached`` is empty."""
+    if not unreached:
+        return r
+    mask = th.ones(r.shape[2], dtype=th.bool, device=r.device)
+    for sl in unreached:
+        mask[sl] = False
+    sub = r[:, :, mask]
+    keep = sub.abs().amax(dim=(0, 2)) > 0
+    if not bool(keep.any()):
+        keep[0] = True
+    rows = r.new_zeros(r.shape[0], int(keep.sum()), r.shape[2])
+    rows[:, :, mask] = sub[:, keep]
+    return rows
+
+
 @dataclass
 class _Target:
     """What K-FAC is computed for: parameters, the layers among them, the output and its M factor."""
@@ -175,7 +218,7 @@ class _Target:
     layers: list[Layer]
     forward: Callable[[Obs], th.Tensor]  # obs -> y [N, d] with graph (layer hooks fire inside)
     factor: Callable[[th.Tensor], th.Tensor]  # y -> R [N, r, d] with M = R^T R
-    layer_rows: Callable[[th.Tensor], th.Tensor]  # R -> the rows of R that reach a layer output
+    exact_rows: Callable[[th.Tensor], th.Tensor]  # y -> the rows of R that reach a layer ("exact" backprops them)
     sample_grad: Callable[[th.Tensor, th.Generator | None], th.Tensor]  # y -> [N, d] sampled g_y
     dense_block: Callable[[Obs, th.Tensor, int], th.Tensor]  # (obs, R, param index) -> exact block
     # joint target: the last forward's (z, v) before their concatenation (backpropagating from z alone
@@ -184,8 +227,6 @@ class _Target:
     closed_form: Callable[[int], th.Tensor | None] = lambda i: None
     pieces: Callable[[], tuple[th.Tensor, ...]] | None = None
     policy_rows: Callable[[th.Tensor], th.Tensor] | None = None  # z -> the rows of R_pi reaching a layer
-    # y -> layer_rows(factor(y)), what "exact" backpropagates (None: computed that way)
-    exact_rows: Callable[[th.Tensor], th.Tensor] | None = None
     head: ActorHead | None = None  # the actor (actor and joint targets)
 
 
@@ -198,30 +239,14 @@ def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
     def factor(z: th.Tensor) -> th.Tensor:
         return dist.fisher_factor(z.detach()) * math.sqrt(scale)
 
-    def layer_rows(r: th.Tensor) -> th.Tensor:
-        if not direct:
-            return r
-        # Columns of the shared log_std are reached by no layer output: zero them, and drop the rows of R
-        # left with nothing to backpropagate (for a DiagGaussian: its k log_std rows).
-        mask = th.ones(r.shape[2], dtype=th.bool, device=r.device)
-        for sl in direct:
-            mask[sl] = False
-        sub = r[:, :, mask]
-        keep = sub.abs().amax(dim=(0, 2)) > 0
-        if not bool(keep.any()):
-            keep[0] = True
-        rows = r.new_zeros(r.shape[0], int(keep.sum()), r.shape[2])
-        rows[:, :, mask] = sub[:, keep]
-        return rows
-
     gaussian_shared = dist.kind == "diag_gaussian" and bool(direct)
     k = dist.action_dims[0]
 
     def policy_rows(z: th.Tensor) -> th.Tensor:
         if not gaussian_shared:
-            return layer_rows(factor(z))
+            return reachable_rows(factor(z), direct)
         # A DiagGaussian with the shared log_std: M = diag(1/sigma^2, 2) (DESIGN.md section 3), so
-        # layer_rows(factor(z)) is [diag(1/sigma) | 0] (the log_std rows reach no layer): built directly,
+        # reachable_rows(factor(z), direct) is [diag(1/sigma) | 0] (the log_std rows reach no layer): built directly,
         # without the [N, 2k, 2k] factor and its row search
         inv_sigma = dist.fisher_stats(z).sqrt() * math.sqrt(scale)  # [N, k]
         rows = z.new_zeros(z.shape[0], k, 2 * k)
@@ -261,12 +286,11 @@ def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
         layers=hookable_layers(head.policy, head.params),
         forward=head,
         factor=factor,
-        layer_rows=layer_rows,
+        exact_rows=policy_rows,
         sample_grad=sample_grad,
         dense_block=dense_block,
         closed_form=closed_form,
         policy_rows=policy_rows,
-        exact_rows=policy_rows,
         head=head,
     )
 
@@ -311,7 +335,7 @@ def _value_target(policy: ActorCriticPolicy, params: Sequence[nn.Parameter] | No
             f"{tuple(chosen[i].shape)} is in another module (pass params= to leave it out)"
         )
 
-    return _Target(chosen, hookable_layers(policy, chosen), forward, factor, lambda r: r, sample_grad, dense_block)
+    return _Target(chosen, hookable_layers(policy, chosen), forward, factor, factor, sample_grad, dense_block)
 
 
 class _ActorCriticModule(nn.Module):
@@ -398,13 +422,12 @@ def _actor_critic_target(head: ActorHead, vf_fisher_coef: float, kl_convention: 
         layers=hookable_layers(head.policy, params),
         forward=forward,
         factor=lambda y: with_value_row(actor.factor(y[:, :d])),
-        layer_rows=lambda r: with_value_row(actor.layer_rows(r[:, :-1, :d])),
+        exact_rows=lambda y: with_value_row(actor_rows(y[:, :d])),
         sample_grad=sample_grad,
         dense_block=dense_block,
         closed_form=lambda i: actor.closed_form(i) if i in direct else None,
         pieces=pieces,
-        policy_rows=actor.policy_rows,
-        exact_rows=lambda y: with_value_row(actor_rows(y[:, :d])),
+        policy_rows=actor_rows,
         head=head,
     )
 
@@ -433,22 +456,6 @@ def backprop_rows(y: th.Tensor, outputs: list[th.Tensor], rows: th.Tensor) -> li
         for k in range(rows.shape[1])
     ]
     return [None if gs[0] is None else list(gs) for gs in zip(*per_row, strict=True)]
-
-
-@dataclass
-class OutputFactor:
-    """A layer's exact output factor in closed form, given in place of its row gradients:
-    ``S = inner`` (``phi`` None) or ``S = ((1/n) sum_i phi_i phi_i^T) * inner`` (elementwise), over the
-    batch or its ``stats_samples`` subset."""
-
-    inner: th.Tensor
-    phi: th.Tensor | None = None
-
-    def factor(self, sub: th.Tensor | None = None) -> th.Tensor:
-        if self.phi is None:
-            return self.inner
-        p = self.phi if sub is None else self.phi[sub]
-        return (p.T @ p / p.shape[0]) * self.inner
 
 
 # elementwise activations: h = phi(y) entry by entry, so d h / d y = diag(phi'(y))
@@ -605,8 +612,9 @@ class KFAC:
             if layer.bias_index is not None:
                 covered.add(layer.bias_index)
         self.blocks += [_Block(dense_index=i) for i in range(len(self.params)) if i not in covered]
-        # tensors only (state_dict): per block "A", "S" or "F", and their eigendecompositions
+        # the actor's last two layers, when their exact output factors have a closed form
         self._last = None if self._t.head is None else _last_layers(self._t.head, self._t.layers)
+        # tensors only (state_dict): per block "A", "S" or "F", and their eigendecompositions
         self.factors: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
         self.eigen: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
         self.steps = 0
@@ -694,8 +702,7 @@ class KFAC:
         if self.mode == "exact" and t.pieces is None and t.policy_rows is not None:  # the actor: y = z
             grads = self.policy_row_grads(y, records)
         elif self.mode == "exact":
-            rows = t.layer_rows(t.factor(y)) if t.exact_rows is None else t.exact_rows(y.detach())
-            grads = list(backprop_rows(y, outputs, rows))
+            grads = list(backprop_rows(y, outputs, t.exact_rows(y.detach())))
         else:
             gy = t.sample_grad(y, generator)
             grads = [
@@ -715,15 +722,8 @@ class KFAC:
                     out.append({"A": y.new_zeros(d_in, d_in), "S": y.new_zeros(d_out, d_out)})
                     continue
                 sub = self._stats_rows(rec.inputs.shape[0], rec.inputs.device)
-                if isinstance(g, OutputFactor):
-                    a_rows = rec.inputs if sub is None else rec.inputs[sub]
-                    out.append({"A": input_factor(module, a_rows, with_bias), "S": g.factor(sub)})
-                elif sub is None:
-                    s_factor = output_factor([gk.detach() for gk in g])
-                    out.append({"A": input_factor(module, rec.inputs, with_bias), "S": s_factor})
-                else:
-                    s_factor = output_factor([gk.detach()[sub] for gk in g])
-                    out.append({"A": input_factor(module, rec.inputs[sub], with_bias), "S": s_factor})
+                a_rows = rec.inputs if sub is None else rec.inputs[sub]
+                out.append({"A": input_factor(module, a_rows, with_bias), "S": batch_output_factor(g, sub)})
             else:
                 assert block.dense_index is not None
                 known = closed[block.dense_index]
@@ -777,10 +777,8 @@ class KFAC:
             g = _output_rows(g_out.detach())
             n = rec.inputs.shape[0]
             sub = self._stats_rows(n, g.device)
-            if isinstance(rows, OutputFactor):
-                s_factor = scale * rows.factor(sub)
-            elif rows is not None:
-                s_factor = scale * output_factor([r.detach() if sub is None else r.detach()[sub] for r in rows])
+            if rows is not None:
+                s_factor = scale * batch_output_factor(rows, sub)
             else:
                 g_s = g if sub is None else _output_rows(g_out.detach()[sub])
                 s_factor = (scale / g_s.shape[0]) * (g_s.T @ g_s)  # g_s.shape[0] = N T
