@@ -18,7 +18,17 @@ from torch import nn
 
 from sb3_natural.common.fisher import dense_fisher
 from sb3_natural.common.heads import ActorHead
-from sb3_natural.common.kfac import KFAC, input_factor, output_factor, pi_damping, reachable_rows
+from sb3_natural.common.kfac import (
+    KFAC,
+    OutputFactor,
+    OutputRows,
+    backprop_rows,
+    batch_output_factor,
+    input_factor,
+    output_factor,
+    pi_damping,
+    reachable_rows,
+)
 
 SINGLE_LAYER_KINDS = ["discrete", "box", "multidiscrete", "multibinary"]
 
@@ -366,18 +376,66 @@ def test_closed_form_last_layers_give_the_factors_of_the_backpropagated_rows(act
     z = rec.parts[0] if rec.parts is not None else rec.y[:, : head.dist.out_dim]
     fast_rows = joint.policy_row_grads(z, rec.records)
     generic_rows = joint.policy_rows(z.detach())
-    from sb3_natural.common.kfac import OutputFactor, backprop_rows, output_factor
-
-    slow = backprop_rows(z, [r.output for r in rec.records], generic_rows)
+    _assert_row_grads_match(joint, z, rec.records, fast_rows, generic_rows)
     assert sum(isinstance(r, OutputFactor) for r in fast_rows) == 2
+
+
+def _assert_row_grads_match(kfac: KFAC, z, records, fast_rows, generic_rows) -> None:
+    """Each layer's output gradients from policy_row_grads (closed form, stacked rows or autograd's) give
+    the factor that backpropagating every row of M's factor by autograd gives, on the stats samples."""
+    slow = backprop_rows(z, [r.output for r in records], generic_rows)
+    sub = kfac._stats_rows(z.shape[0], z.device)
     for f, g in zip(fast_rows, slow, strict=True):
         if g is None:
             assert f is None
-        elif isinstance(f, OutputFactor):
-            th.testing.assert_close(f.factor(), output_factor(g), rtol=0, atol=1e-12)
-        else:
+            continue
+        slow_factor = output_factor([gk if sub is None else gk[sub] for gk in g])
+        th.testing.assert_close(batch_output_factor(f, sub), slow_factor, rtol=0, atol=1e-12)
+        if isinstance(f, OutputRows) and not f.on_stats_samples:
+            th.testing.assert_close(f.rows, th.stack(g, dim=1), rtol=0, atol=1e-12)
+        elif isinstance(f, list):
             for fk, gk in zip(f, g, strict=True):
                 th.testing.assert_close(fk, gk, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("stats_samples", [None, 5])
+@pytest.mark.parametrize("obs_kind", ["box", "dict", "image"])
+@pytest.mark.parametrize(
+    ("kind", "activation", "net_arch"),
+    [
+        ("discrete", nn.Tanh, [6, 5]),
+        ("discrete", nn.GELU, [4, 6, 5]),
+        ("multidiscrete", nn.ReLU, [6, 5]),
+        ("multibinary", nn.Tanh, {"pi": [7, 4], "vf": [3]}),
+        ("box", nn.Tanh, [6, 4, 5]),
+    ],
+)
+def test_chain_rows_give_the_factors_of_the_backpropagated_rows(kind, activation, net_arch, obs_kind, stats_samples):
+    # Down SB3's policy_net (Linear, elementwise activation pairs) the rows of M's factor are propagated as
+    # [N, K, out] tensors, G_j = (G_{j+1} W_{j+1}) * phi_j'; the factors must equal autograd's (one backward
+    # per row, the chain switched off), and layers before the chain (a CNN) still get autograd's rows
+    policy = make_policy(kind, obs_kind=obs_kind, net_arch=net_arch, activation_fn=activation)
+    head = ActorHead(policy)
+    kfac = KFAC(head, mode="exact", stats_samples=stats_samples)
+    chain = kfac._chain
+    assert chain is not None and chain.action is policy.action_net
+    assert len(chain.linears) == len(net_arch if isinstance(net_arch, list) else net_arch["pi"])
+    assert chain.before == (obs_kind == "image")
+    obs = make_obs(policy, 9)
+    fast = kfac.batch_factors(obs)
+    kfac._chain, kfac._last = None, None
+    generic = kfac.batch_factors(obs)
+    for f, g in zip(fast, generic, strict=True):
+        assert f.keys() == g.keys()
+        for key in f:
+            th.testing.assert_close(f[key], g[key], rtol=0, atol=1e-12)
+    # and per layer, through the joint K-FAC's policy_row_grads (ACKTR's one-backward path)
+    joint = KFAC.for_actor_critic(head, stats_samples=stats_samples)
+    rec = joint.record(obs)
+    z = rec.parts[0] if rec.parts is not None else rec.y[:, : head.dist.out_dim]
+    fast_rows = joint.policy_row_grads(z, rec.records)
+    assert sum(isinstance(r, OutputRows) for r in fast_rows) == len(chain.linears) + (kind != "box") - (kind == "box")
+    _assert_row_grads_match(joint, z, rec.records, fast_rows, joint.policy_rows(z.detach()))
 
 
 @pytest.mark.parametrize(

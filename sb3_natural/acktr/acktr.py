@@ -13,7 +13,7 @@ from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_natural.common.checks import check_at_least_one, check_nonnegative, check_positive, check_rate, is_real
 from sb3_natural.common.heads import index_obs
-from sb3_natural.common.kfac import DAMPING_MODES, KFAC, OutputFactor, value_parameters
+from sb3_natural.common.kfac import DAMPING_MODES, KFAC, LayerRows, value_parameters
 from sb3_natural.common.updates import clip_by_norm, clipped_step_size, momentum_update
 from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
 
@@ -283,7 +283,7 @@ class ACKTR(NaturalOnPolicyAlgorithm):
             loss = loss + self.vf_coef * value_loss
         before = kfac.snapshot()
         if self.fisher != "identity" and self._one_backward is not None:
-            g = self._one_backward_gradient(obs, recorded, z, logp, adv, data.returns, loss, entropy_loss)
+            g = self._one_backward_gradient(obs, recorded, z, logp, adv, data.returns, entropy_loss)
         else:
             grads = th.autograd.grad(loss, kfac.params, allow_unused=True, retain_graph=self.fisher != "identity")
             g = kfac_flat(kfac.params, grads)
@@ -311,7 +311,6 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         logp: th.Tensor,
         adv: th.Tensor,
         returns: th.Tensor,
-        loss: th.Tensor,
         entropy_loss: th.Tensor,
     ) -> th.Tensor:
         """The loss gradient and K-FAC's factors from ONE backward pass (when no factored layer feeds both
@@ -321,7 +320,8 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         ``fisher="sample"``, the actor layers' (the rollout's own actions are draws from the current
         policy: one update per rollout). ``fisher="exact"`` backpropagates the rows of the policy's
         output factor from ``z`` alone (the value branch is not traversed). Parameters K-FAC does not
-        factor (``log_std``) and the entropy term get theirs from autograd."""
+        factor (``log_std``) get the loss gradient by the chain rule from ``dL/dz`` and ``dL/dv`` (the
+        same pass gives ``d log pi_i / d z_i``), the entropy term of the factored layers from autograd."""
         kfac, d, n = self._state.kfac, self._head.dist.out_dim, adv.shape[0]
         assert self._one_backward is not None
         value_layers, other = self._one_backward
@@ -330,18 +330,15 @@ class ACKTR(NaturalOnPolicyAlgorithm):
             values = recorded.y[:, d] if recorded.parts is None else recorded.parts[1].flatten()
             scalar = scalar + values.sum()
             w_value = (2.0 * self.vf_coef / n) * (values.detach() - returns)
-        outputs = [rec.output for rec in recorded.records]
-        out_grads = [
-            th.zeros_like(out) if g_out is None else g_out
-            for out, g_out in zip(
-                outputs, th.autograd.grad(scalar, outputs, retain_graph=True, allow_unused=True), strict=True
-            )
-        ]
         w_actor = -adv / n
-        rows: list[list[th.Tensor] | OutputFactor | None] = [None] * len(outputs)
+        outputs = [rec.output for rec in recorded.records]
+        found = th.autograd.grad(scalar, [*outputs, z], retain_graph=True, allow_unused=True)
+        out_grads = [th.zeros_like(out) if g_out is None else g_out for out, g_out in zip(outputs, found, strict=False)]
+        dlogp_dz = found[-1]  # [N, d]: row i is d log pi(a_i|s_i) / d z_i (z_i feeds log pi_i only)
+        rows: list[LayerRows | None] = [None] * len(outputs)
         if self.fisher == "exact":
             rows = kfac.policy_row_grads(z, recorded.records)  # None at the value's layers
-        given: dict[int, tuple[th.Tensor, th.Tensor, float, list[th.Tensor] | OutputFactor | None]] = {}
+        given: dict[int, tuple[th.Tensor, th.Tensor, float, LayerRows | None]] = {}
         for rec, g_out, r_out in zip(recorded.records, out_grads, rows, strict=True):
             key = id(rec.layer.module)
             if key in value_layers:
@@ -349,10 +346,21 @@ class ACKTR(NaturalOnPolicyAlgorithm):
             else:
                 given[key] = (g_out, w_actor, 1.0, r_out)
         g = kfac.update_with_gradient(obs, recorded, given)
-        if other:  # the unfactored parameters: the whole loss
-            grads = th.autograd.grad(loss, [kfac.params[i] for i in other], retain_graph=self.ent_coef > 0)
+        if other:  # the unfactored parameters: the whole loss, by the chain rule through z (and v)
+            # L depends on the parameters only through z and v: dL/dz_i = w_i dlogp_i/dz_i + ent_coef dH/dz_i,
+            # dL/dv_i = w_value_i; backpropagated from z and v (a short graph for log_std) instead of from L.
+            dl_dz = w_actor[:, None] * dlogp_dz
+            if self.ent_coef > 0:
+                dl_dz = dl_dz + self.ent_coef * th.autograd.grad(entropy_loss, z, retain_graph=True)[0]
+            heads, head_grads = [z], [dl_dz]
+            if self.critic == "kfac":
+                heads.append(values)
+                head_grads.append(w_value)
+            wrt = [kfac.params[i] for i in other]
+            grads = th.autograd.grad(heads, wrt, head_grads, retain_graph=self.ent_coef > 0, allow_unused=True)
             for i, gi in zip(other, grads, strict=True):
-                g[kfac.offsets[i] : kfac.offsets[i] + kfac.numels[i]] += gi.reshape(-1)
+                if gi is not None:
+                    g[kfac.offsets[i] : kfac.offsets[i] + kfac.numels[i]] += gi.reshape(-1)
         if self.ent_coef > 0:  # the entropy term of the factored layers
             layer_idx = [i for i in range(len(kfac.params)) if i not in set(other)]
             grads = th.autograd.grad(self.ent_coef * entropy_loss, [kfac.params[i] for i in layer_idx], allow_unused=True)
@@ -400,10 +408,8 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         if not bool(th.isfinite(velocity).all()):
             return skip("the step is not finite")
         with th.no_grad():
-            offset = 0
-            for p in kfac.params:
-                p.sub_(velocity[offset : offset + p.numel()].view_as(p))
-                offset += p.numel()
+            params: list[th.Tensor] = list(kfac.params)
+            th._foreach_sub_(params, [u.view_as(p) for u, p in zip(velocity.split(kfac.numels), params, strict=True)])
         state.velocity = velocity
         info.update(step_scale=eta, step_norm=float(velocity.norm()), kfac_quadratic=quadratic)
         return info

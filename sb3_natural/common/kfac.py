@@ -168,10 +168,29 @@ class OutputFactor:
         return (p.T @ p / p.shape[0]) * self.inner
 
 
-def batch_output_factor(grads: Sequence[th.Tensor] | OutputFactor, sub: th.Tensor | None = None) -> th.Tensor:
+@dataclass
+class OutputRows:
+    """A Linear layer's row gradients stacked as one tensor ``rows`` (``[N, K, out]``: sample i, row k of
+    M's factor), whose exact output factor is ``S = (1/N) sum_i sum_k g_{i,k} g_{i,k}^T``, one product.
+    ``on_stats_samples``: the rows are already those of the ``stats_samples`` subset (``N`` = its size)."""
+
+    rows: th.Tensor
+    on_stats_samples: bool = False
+
+    def factor(self, sub: th.Tensor | None = None) -> th.Tensor:
+        r = self.rows if sub is None or self.on_stats_samples else self.rows[sub]
+        flat = r.reshape(-1, r.shape[-1])
+        return flat.T @ flat / r.shape[0]
+
+
+# a layer's "exact" output gradients: one tensor per row of M's factor, or the factor's closed form / stacked rows
+LayerRows = list[th.Tensor] | OutputFactor | OutputRows
+
+
+def batch_output_factor(grads: Sequence[th.Tensor] | OutputFactor | OutputRows, sub: th.Tensor | None = None) -> th.Tensor:
     """The output factor of one batch from a layer's output gradients (:func:`output_factor`, on the
-    samples ``sub`` when given), or its closed form (:class:`OutputFactor`)."""
-    if isinstance(grads, OutputFactor):
+    samples ``sub`` when given), or its closed form (:class:`OutputFactor`) or stacked rows (:class:`OutputRows`)."""
+    if isinstance(grads, (OutputFactor, OutputRows)):
         return grads.factor(sub)
     return output_factor([g.detach() if sub is None else g.detach()[sub] for g in grads])
 
@@ -466,6 +485,62 @@ _ELEMENTWISE = (
 
 
 @dataclass
+class _Chain:
+    """The end of SB3's actor: ``z = action_net(h_L)`` (the action layer's output is ``z``, or the mean
+    columns of a DiagGaussian's ``z``) and ``h_j = phi_j(linears[j](h_{j-1}))`` for the last pairs of
+    ``MlpExtractor.policy_net`` (factored Linear layers, elementwise activations), first to last. The rows of
+    M's factor go down it as tensors ``[N, K, out]``: ``G_j = (G_{j+1} W_{j+1}) * phi_j'(y_j)``, one product
+    per layer for all rows (autograd would take one backward per row). ``before``: whether factored actor
+    layers precede it (reached by autograd from the first Linear's output)."""
+
+    action: nn.Linear
+    linears: list[nn.Linear]
+    activations: list[nn.Module]
+    before: bool
+
+
+def _policy_chain(head: ActorHead, layers: Sequence[Layer]) -> _Chain | None:
+    """The :class:`_Chain` of the actor, or None: SB3's ``MlpExtractor`` (``forward_actor`` not overridden),
+    ``action_net`` a factored Linear whose output is ``z`` (Categorical, MultiCategorical, Bernoulli) or the
+    mean of a DiagGaussian with the shared ``log_std`` (not gSDE, whose sigma depends on the latent), and
+    ``policy_net`` ending in at least one (factored Linear, elementwise activation) pair. In-place
+    activations are excluded: they overwrite ``y``, from which ``phi'`` is computed."""
+    from stable_baselines3.common.torch_layers import MlpExtractor
+
+    p, dist = head.policy, head.dist
+    if dist.kind == "diag_gaussian":
+        if not head.direct_slices or dist.squash:
+            return None
+    elif dist.kind not in ("categorical", "multi_categorical", "bernoulli"):
+        return None
+    ext = getattr(p, "mlp_extractor", None)
+    if not isinstance(ext, MlpExtractor) or type(ext).forward_actor is not MlpExtractor.forward_actor:
+        return None  # a custom extractor: its own actor path
+    net = getattr(ext, "policy_net", None)
+    factored = {id(layer.module) for layer in layers}
+    if not isinstance(net, nn.Sequential) or not isinstance(p.action_net, nn.Linear) or id(p.action_net) not in factored:
+        return None
+    linears: list[nn.Linear] = []
+    activations: list[nn.Module] = []
+    j = len(net)
+    while j >= 2:
+        lin, act = net[j - 2], net[j - 1]
+        if not (isinstance(lin, nn.Linear) and id(lin) in factored):
+            break
+        if type(act) not in _ELEMENTWISE or getattr(act, "inplace", False):
+            break
+        linears.insert(0, lin)
+        activations.insert(0, act)
+        j -= 2
+    if not linears:
+        return None
+    chain_ids = {id(m) for m in (p.action_net, *linears)}
+    n_actor = len(head.params)  # a joint target's value layers come after the actor's parameters
+    before = any(id(layer.module) not in chain_ids for layer in layers if layer.weight_index < n_actor)
+    return _Chain(p.action_net, linears, activations, before)
+
+
+@dataclass
 class _LastLayers:
     """SB3's actor ends ``mean = action_net(phi(policy_net[-2](.)))``: the two Linear layers and phi."""
 
@@ -476,27 +551,12 @@ class _LastLayers:
 
 def _last_layers(head: ActorHead, layers: Sequence[Layer]) -> _LastLayers | None:
     """The structure :func:`last_layers_output_factors` needs, or None: a DiagGaussian with the shared
-    ``log_std`` (so the rows of M's factor are the same for every state), ``action_net`` a factored
-    Linear fed by SB3's ``MlpExtractor.policy_net``, a Sequential ending in a factored Linear and an
-    elementwise activation (a latent that is only its output)."""
-    from stable_baselines3.common.torch_layers import MlpExtractor
-
-    p = head.policy
-    if head.dist.kind != "diag_gaussian" or not head.direct_slices or head.dist.squash:
+    ``log_std`` (so the rows of M's factor are the same for every state) and an actor :class:`_Chain`
+    (its last pair is the hidden layer)."""
+    chain = _policy_chain(head, layers)
+    if chain is None or head.dist.kind != "diag_gaussian":
         return None
-    ext = getattr(p, "mlp_extractor", None)
-    if not isinstance(ext, MlpExtractor) or type(ext).forward_actor is not MlpExtractor.forward_actor:
-        return None  # a custom extractor: its own actor path
-    net = getattr(ext, "policy_net", None)
-    factored = {id(layer.module) for layer in layers}
-    if not isinstance(net, nn.Sequential) or len(net) < 2 or not isinstance(p.action_net, nn.Linear):
-        return None
-    hidden, act = net[-2], net[-1]
-    if type(act) not in _ELEMENTWISE or getattr(act, "inplace", False) or not isinstance(hidden, nn.Linear):
-        return None  # (in place, the activation overwrites y, from which phi' is computed)
-    if id(hidden) not in factored or id(p.action_net) not in factored:
-        return None
-    return _LastLayers(p.action_net, hidden, act)
+    return _LastLayers(chain.action, chain.linears[-1], chain.activations[-1])
 
 
 def _activation_derivative(act: nn.Module, y: th.Tensor, h: th.Tensor) -> th.Tensor:
@@ -525,13 +585,24 @@ def last_layers_output_factors(
         S_hidden = (1/N) sum_i sum_k g_{i,k} g_{i,k}^T = ((1/N) sum_i phi'_i phi'_i^T) * (V^T V),  V = diag(1/sigma) W
 
     since ``sum_k (phi' * v_k)(phi' * v_k)^T = (phi' phi'^T) * (sum_k v_k v_k^T)`` for the rows ``v_k`` of V
-    (``*``: elementwise). Returns the two factors and the row gradients at ``y``
-    (``[N, k, out]``), to backpropagate to the layers before.
+    (``*``: elementwise). Returns the two factors and V (``[k, out]``): the row gradients at ``y``,
+    to backpropagate to the layers before, are ``phi'_i * v_k`` (``phi'`` is the hidden factor's ``phi``).
     """
     phi = _activation_derivative(last.activation, hidden_rec.output.detach(), action_rec.inputs)
     v = inv_sigma[:, None] * last.action.weight.detach()  # [k, h]: row k = W^T r_k
-    rows = phi[:, None, :] * v[None, :, :]
-    return OutputFactor(th.diag(inv_sigma * inv_sigma)), OutputFactor(v.T @ v, phi), rows
+    return OutputFactor(th.diag(inv_sigma * inv_sigma)), OutputFactor(v.T @ v, phi), v
+
+
+def _rows_through(rows: th.Tensor | tuple[th.Tensor, th.Tensor], weight: th.Tensor) -> th.Tensor:
+    """Row gradients at a Linear layer's output (``[N, K, out]``) times its weight ``W`` (``[out, in]``): the
+    rows at its input, ``[N, K, in]``. ``rows = (phi, v)`` stands for ``phi_i * v_k`` (the same ``v`` for every
+    state, :func:`last_layers_output_factors`): then ``(phi_i * v_k) W = phi_i (diag(v_k) W)``, one
+    ``[N, out] x [out, K in]`` product without building the ``[N, K, out]`` rows."""
+    if isinstance(rows, tuple):
+        phi, v = rows
+        u = (v.T[:, :, None] * weight[:, None, :]).reshape(weight.shape[0], -1)  # u[c, k in + a] = v[k, c] W[c, a]
+        return (phi @ u).view(phi.shape[0], v.shape[0], weight.shape[1])
+    return rows @ weight
 
 
 def _weight(layer: Layer) -> th.Tensor:
@@ -547,6 +618,9 @@ class _Block:
 
     layer: Layer | None = None
     dense_index: int | None = None
+    # where the block sits in a flat P-vector: a layer's (weight offset, weight numel, out, bias offset or
+    # None); a dense block's (offset, numel, 0, None)
+    where: tuple[int, int, int, int | None] = (0, 0, 0, None)
 
 
 class KFAC:
@@ -612,8 +686,19 @@ class KFAC:
             if layer.bias_index is not None:
                 covered.add(layer.bias_index)
         self.blocks += [_Block(dense_index=i) for i in range(len(self.params)) if i not in covered]
+        for block in self.blocks:
+            if block.layer is not None:
+                lay = block.layer
+                b_off = None if lay.bias_index is None else self.offsets[lay.bias_index]
+                d_out = int(_weight(lay).shape[0])
+                block.where = (self.offsets[lay.weight_index], self.numels[lay.weight_index], d_out, b_off)
+            else:
+                assert block.dense_index is not None
+                block.where = (self.offsets[block.dense_index], self.numels[block.dense_index], 0, None)
         # the actor's last two layers, when their exact output factors have a closed form
         self._last = None if self._t.head is None else _last_layers(self._t.head, self._t.layers)
+        # the actor's Linear layers whose exact rows are propagated as tensors, without autograd
+        self._chain = None if self._t.head is None else _policy_chain(self._t.head, self._t.layers)
         # tensors only (state_dict): per block "A", "S" or "F", and their eigendecompositions
         self.factors: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
         self.eigen: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
@@ -658,25 +743,54 @@ class KFAC:
             raise ValueError("this K-FAC is not of a policy (use KFAC(head) or KFAC.for_actor_critic)")
         return self._t.policy_rows(z)
 
-    def policy_row_grads(self, z: th.Tensor, records: Sequence[LayerRecord]) -> list[list[th.Tensor] | OutputFactor | None]:
+    def policy_row_grads(self, z: th.Tensor, records: Sequence[LayerRecord]) -> list[LayerRows | None]:
         """``"exact"``'s output gradients of the policy at every recorded layer: per record, the gradients of
-        the rows of M's factor backpropagated from ``z`` (None where no row reaches), or the layer's factor in
-        closed form (:func:`last_layers_output_factors`, when the actor has that structure)."""
+        the rows of M's factor backpropagated from ``z`` (None where no row reaches), the layer's factor in
+        closed form (:func:`last_layers_output_factors`, for a DiagGaussian with the shared log_std) or the
+        rows stacked (:class:`OutputRows`, down the actor's :class:`_Chain`; only on the ``stats_samples``
+        when no factored layer precedes the chain). Autograd (one backward per row) is used for what the
+        chain does not reach, or for every layer where the actor has no such structure."""
         outputs = [rec.output for rec in records]
-        last = self._last
+        chain, last = self._chain, self._last
         where = {id(rec.layer.module): j for j, rec in enumerate(records)}
-        if last is None or id(last.action) not in where or id(last.hidden) not in where:
+        gaussian = self._t.head is not None and self._t.head.dist.kind == "diag_gaussian"
+        if chain is None or (gaussian and last is None) or any(id(m) not in where for m in (chain.action, *chain.linears)):
             return list(backprop_rows(z, outputs, self.policy_rows(z.detach())))
-        k = self._t.head.dist.action_dims[0]  # type: ignore[union-attr]
-        ia, ib = where[id(last.action)], where[id(last.hidden)]
-        inv_sigma = self.policy_rows(z[:1].detach())[0, :, :k].diagonal()  # the same for every state
-        s_action, s_hidden, hidden_rows = last_layers_output_factors(last, inv_sigma, records[ib], records[ia])
-        out: list[list[th.Tensor] | OutputFactor | None] = [None] * len(records)
-        out[ia], out[ib] = s_action, s_hidden
-        before = [j for j in range(len(records)) if j not in (ia, ib)]
-        if before:
-            grads = backprop_rows(records[ib].output, [outputs[j] for j in before], hidden_rows)
-            for j, g in zip(before, grads, strict=True):
+        sub = None if chain.before else self._stats_rows(z.shape[0], z.device)
+
+        def pick(t: th.Tensor) -> th.Tensor:
+            return t if sub is None else t[sub]
+
+        out: list[LayerRows | None] = [None] * len(records)
+        ia = where[id(chain.action)]
+        linears, activations = chain.linears, chain.activations
+        upper: nn.Linear = chain.action  # the layer whose output the current rows are at
+        rows: th.Tensor | tuple[th.Tensor, th.Tensor]
+        if gaussian:
+            assert last is not None
+            k = self._t.head.dist.action_dims[0]  # type: ignore[union-attr]
+            ib = where[id(last.hidden)]
+            inv_sigma = self.policy_rows(z[:1].detach())[0, :, :k].diagonal()  # the same for every state
+            s_action, s_hidden, v = last_layers_output_factors(last, inv_sigma, records[ib], records[ia])
+            out[ia], out[ib] = s_action, s_hidden
+            assert s_hidden.phi is not None
+            rows = (pick(s_hidden.phi), v)  # phi'_i * v_k at the hidden layer's output
+            upper, linears, activations = last.hidden, linears[:-1], activations[:-1]
+        else:  # z is the action layer's output
+            rows = pick(self.policy_rows(z.detach()))
+            out[ia] = OutputRows(rows, sub is not None)
+        for lin, act in zip(reversed(linears), reversed(activations), strict=True):
+            j = where[id(lin)]
+            phi = _activation_derivative(act, pick(records[j].output.detach()), pick(records[where[id(upper)]].inputs))
+            rows = _rows_through(rows, upper.weight.detach()).mul_(phi[:, None, :])  # G_j = (G_{j+1} W_{j+1}) * phi_j'
+            out[j] = OutputRows(rows, sub is not None)
+            upper = lin
+        if chain.before:  # the factored layers before the chain (e.g. a CNN): autograd from its first output
+            if isinstance(rows, tuple):
+                rows = rows[0][:, None, :] * rows[1][None, :, :]
+            todo = [j for j in range(len(records)) if out[j] is None]
+            grads = backprop_rows(records[where[id(upper)]].output, [outputs[j] for j in todo], rows)
+            for j, g in zip(todo, grads, strict=True):
                 out[j] = g
         return out
 
@@ -698,7 +812,7 @@ class KFAC:
         outputs = [rec.output for rec in records]
         closed = {b.dense_index: t.closed_form(b.dense_index) for b in self.blocks if b.dense_index is not None}
         r = t.factor(y) if any(v is None for v in closed.values()) else None  # [N, K, d], M = R^T R
-        grads: list[list[th.Tensor] | OutputFactor | None]
+        grads: list[LayerRows | None]
         if self.mode == "exact" and t.pieces is None and t.policy_rows is not None:  # the actor: y = z
             grads = self.policy_row_grads(y, records)
         elif self.mode == "exact":
@@ -738,7 +852,7 @@ class KFAC:
         self,
         obs: Any,
         recorded: Recorded,
-        output_grads: dict[int, tuple[th.Tensor, th.Tensor, float, list[th.Tensor] | OutputFactor | None]],
+        output_grads: dict[int, tuple[th.Tensor, th.Tensor, float, LayerRows | None]],
     ) -> th.Tensor:
         """Fold one batch into the running factors from given per-sample output gradients, and return the
         weighted gradient of the factored layers from the same products (ACKTR's one-backward update).
@@ -749,8 +863,8 @@ class KFAC:
         ``S = c (1/N) sum_i (1/T) sum_t g_{i,t} g_{i,t}^T`` (``"sample"`` with the rollout's own actions,
         or an exact Gauss-Newton factor when ``f_i`` is the output itself, ``M = 1``); ``rows``: None, or
         the output gradients of the rows of M's factor, whose :func:`output_factor` (times ``c``) is then
-        ``S`` (``"exact"``), or that factor in closed form (:class:`OutputFactor`, from
-        :meth:`policy_row_grads`). Returns a flat
+        ``S`` (``"exact"``), or that factor in closed form or from stacked rows (:class:`OutputFactor`,
+        :class:`OutputRows`, from :meth:`policy_row_grads`). Returns a flat
         P-vector: ``sum_i w_i d f_i / d theta`` on the factored layers' entries, 0 elsewhere. Dense blocks
         get their exact block as in :meth:`batch_factors`.
         """
@@ -788,18 +902,20 @@ class KFAC:
                 if key not in a_cache:
                     x_s = x if sub is None else rec.inputs[sub].reshape(-1, x.shape[-1])
                     a_cache[key] = _linear_input_factor(x_s, with_bias, n if sub is None else sub.numel())
-                w = weights if g.shape[0] == n else weights.repeat_interleave(g.shape[0] // n)
+                w = weights.detach() if g.shape[0] == n else weights.detach().repeat_interleave(g.shape[0] // n)
                 gw = g * w[:, None]
-                value = gw.T @ x
-                if with_bias:
-                    value = th.cat([value, gw.sum(dim=0)[:, None]], dim=1)
+                lay = block.layer  # [G^T X | G^T 1] written into the flat gradient's weight and bias entries
+                w_off, w_n = self.offsets[lay.weight_index], self.numels[lay.weight_index]
+                th.mm(gw.T, x, out=grad[w_off : w_off + w_n].view(gw.shape[1], -1))
+                if lay.bias_index is not None:
+                    b_off = self.offsets[lay.bias_index]
+                    th.sum(gw, dim=0, out=grad[b_off : b_off + gw.shape[1]])
                 batch.append({"A": a_cache[key], "S": s_factor})
-            else:
-                a = layer_input_rows(module, rec.inputs, with_bias)
-                value = weighted_layer_gradient(a, g, weights)
-                a_s = a if sub is None else layer_input_rows(module, rec.inputs[sub], with_bias)
-                batch.append({"A": a_s.T @ a_s / (n if sub is None else sub.numel()), "S": s_factor})
-            self._scatter(grad, block, value)
+                continue
+            a = layer_input_rows(module, rec.inputs, with_bias)
+            a_s = a if sub is None else layer_input_rows(module, rec.inputs[sub], with_bias)
+            batch.append({"A": a_s.T @ a_s / (n if sub is None else sub.numel()), "S": s_factor})
+            self._scatter(grad, block, weighted_layer_gradient(a, g, weights.detach()))
         self._fold(batch)
         return grad
 
@@ -807,7 +923,8 @@ class KFAC:
         first = self.steps == 0
         for stored, new in zip(self.factors, batch, strict=True):
             for key, value in new.items():
-                stored[key] = value.clone() if first else self.decay * stored[key] + (1.0 - self.decay) * value
+                # decay * old + (1 - decay) * new, as one op (a new tensor: snapshot() keeps references)
+                stored[key] = value.clone() if first else th.lerp(stored[key], value, 1.0 - self.decay)
         self.steps += 1
         if first or (self.steps - 1) % self.inverse_update_freq == 0:
             self.refresh_inverses()
@@ -830,34 +947,25 @@ class KFAC:
                 eig[key + "_vals"], eig[key + "_vecs"] = vals.clamp_min(0.0), vecs
 
     # -------------------------------------------------------------- products
-    def _split(self, v: th.Tensor, block: _Block) -> th.Tensor:
+    @staticmethod
+    def _split(v: th.Tensor, block: _Block) -> th.Tensor:
         """The block's part of a flat vector: ``[out, in(+1)]`` for a layer, the parameter's entries otherwise."""
-        if block.layer is not None:
-            lay = block.layer
-            w_off, w_n = self.offsets[lay.weight_index], self.numels[lay.weight_index]
-            d_out = int(_weight(lay).shape[0])
-            parts = [v[w_off : w_off + w_n].view(d_out, -1)]
-            if lay.bias_index is not None:
-                b_off = self.offsets[lay.bias_index]
-                parts.append(v[b_off : b_off + d_out].view(d_out, 1))
-            return th.cat(parts, dim=1)
-        assert block.dense_index is not None
-        i = block.dense_index
-        return v[self.offsets[i] : self.offsets[i] + self.numels[i]]
+        off, n, d_out, b_off = block.where
+        if block.layer is None:
+            return v[off : off + n]
+        w = v[off : off + n].view(d_out, -1)
+        return w if b_off is None else th.cat([w, v[b_off : b_off + d_out, None]], dim=1)
 
-    def _scatter(self, out: th.Tensor, block: _Block, value: th.Tensor) -> None:
-        if block.layer is not None:
-            lay = block.layer
-            w_off, w_n = self.offsets[lay.weight_index], self.numels[lay.weight_index]
-            d_in = w_n // value.shape[0]
-            out[w_off : w_off + w_n] = value[:, :d_in].reshape(-1)
-            if lay.bias_index is not None:
-                b_off = self.offsets[lay.bias_index]
-                out[b_off : b_off + value.shape[0]] = value[:, d_in]
+    @staticmethod
+    def _scatter(out: th.Tensor, block: _Block, value: th.Tensor) -> None:
+        off, n, d_out, b_off = block.where
+        if block.layer is None:
+            out[off : off + n] = value
+        elif b_off is None:
+            out[off : off + n].view(d_out, -1).copy_(value)
         else:
-            assert block.dense_index is not None
-            i = block.dense_index
-            out[self.offsets[i] : self.offsets[i] + self.numels[i]] = value
+            out[off : off + n].view(d_out, -1).copy_(value[:, :-1])
+            out[b_off : b_off + d_out] = value[:, -1]
 
     def _check_ready(self, v: th.Tensor) -> None:
         if self.steps == 0:
