@@ -9,9 +9,10 @@ each model, then ``train()`` (one update) is timed for A2C (RMSprop, SB3's defau
 ``fisher="exact"`` and ``"sample"`` (``critic="kfac"``, the joint step; eigendecompositions every 10
 updates, so amortized), the same with ``kfac_stats_samples=1024`` (factors estimated on 1024 of the
 rollout's samples; CartPole's 256 are all taken) and ACKTR with ``critic="adam"`` (10 epochs of the
-critic, as NAC). Rounds
-alternate the models; medians and the ratios to A2C's median of the same process are printed and
-written as JSON. ``--flops``: one ``train()`` of each model after the warm-up under
+critic, as NAC). Each
+variant is timed in its own rounds beside A2C (the two alternate, A2C first every other round); the
+medians and each variant's ratio to the median of the A2C updates timed beside it, in the same process,
+are printed and written as JSON. ``--flops``: one ``train()`` of each model after the warm-up under
 ``torch.utils.flop_counter.FlopCounterMode`` (matrix products only: elementwise work, the optimizer's
 step and the eigendecompositions are not counted), and the ratios to A2C's: the arithmetic each update
 has to do, which its time ratio could only go below by running its products faster than A2C's.
@@ -66,21 +67,30 @@ def measure(env_id: str, repeats: int, count_flops: bool = False) -> dict:
     buffers = {name: copy.deepcopy(a2c.rollout_buffer) for name in models}
     if count_flops:
         return _flops(env_id, n_envs * n_steps, models, buffers)
+    # one group per variant: A2C and the variant alternate (A2C first in even rounds), so that each ratio
+    # is to A2C timed beside it, not after another variant (the Adam critic's epochs, run just before a
+    # model, were measured to slow its next update by 0.2-0.3 ms at CartPole's N = 256)
     times: dict[str, list[float]] = {name: [] for name in models}
-    for r in range(repeats + 2):  # two warm-up rounds
-        for name, m in models.items():
-            m.rollout_buffer = copy.deepcopy(buffers[name])
-            t0 = time.perf_counter()
-            m.train()
-            dt = time.perf_counter() - t0
-            if r >= 2:
-                times[name].append(dt)
+    a2c_times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for name in VARIANTS:
+        for r in range(repeats + 2):  # two warm-up rounds
+            for which in ("a2c", name) if r % 2 == 0 else (name, "a2c"):
+                m = models[which]
+                m.rollout_buffer = copy.deepcopy(buffers[which])
+                t0 = time.perf_counter()
+                m.train()
+                dt = time.perf_counter() - t0
+                if r >= 2:
+                    (a2c_times[name] if which == "a2c" else times[name]).append(dt)
+    times["a2c"] = [t for ts in a2c_times.values() for t in ts]
     med = {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+    a2c_med = {name: statistics.median(ts) * 1e3 for name, ts in a2c_times.items()}
     return {
         "env": env_id,
         "batch": n_envs * n_steps,
         "median_ms": med,
-        "ratio_to_a2c": {name: med[name] / med["a2c"] for name in models if name != "a2c"},
+        "a2c_median_ms_beside": a2c_med,
+        "ratio_to_a2c": {name: med[name] / a2c_med[name] for name in VARIANTS},
     }
 
 
@@ -118,7 +128,8 @@ def main() -> None:
     for res in results:
         print(f"{res['env']} (N = {res['batch']}): A2C update {res['median_ms']['a2c']:.2f} ms")
         for name, ratio in res["ratio_to_a2c"].items():
-            print(f"  {name}: {res['median_ms'][name]:.2f} ms = {ratio:.2f}x A2C")
+            beside = res["a2c_median_ms_beside"][name]
+            print(f"  {name}: {res['median_ms'][name]:.2f} ms = {ratio:.2f}x A2C (A2C beside it: {beside:.2f} ms)")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         meta = {"date": str(date.today()), "machine": platform.processor() or platform.machine(), "threads": 1}

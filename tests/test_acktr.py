@@ -195,7 +195,8 @@ def test_failed_update_leaves_parameters_kfac_and_momentum_as_they_were(monkeypa
     state = model._state
     kfac_before, velocity_before = state.kfac.state_dict(), state.velocity.clone()
     params_before = [p.detach().clone() for p in model.policy.parameters()]
-    monkeypatch.setattr(state.kfac, "precondition", lambda g: th.full_like(g, float("nan")))
+    nan_direction = lambda g, num_leading=None: (th.full_like(g, float("nan")), 1.0)  # noqa: E731
+    monkeypatch.setattr(state.kfac, "precondition_and_quadratic", nan_direction)
     _no_train_rollout(model)
     model.train()
     for a, b in zip(params_before, model.policy.parameters(), strict=True):

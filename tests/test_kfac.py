@@ -166,6 +166,17 @@ def test_precondition_inverts_the_damped_kfac_matrix(kind, damping_mode):
             kfac.matrix(damped=True), kfac.matrix() + 1e-2 * th.eye(kfac.num_params, dtype=th.float64), rtol=0, atol=1e-12
         )
     assert kfac.quadratic(g) == pytest.approx(float(g @ kfac.matrix() @ g), rel=1e-10)
+    # the one-pass direction and quadratic are those of the two calls, also over the leading blocks only
+    joint = KFAC.for_actor_critic(ActorHead(policy), damping=1e-2, damping_mode=damping_mode)
+    joint.update(obs)
+    g_joint = th.randn(joint.num_params, dtype=th.float64, generator=th.Generator().manual_seed(1))
+    n_actor = len(ActorHead(policy).params)
+    for k, (one, kf, v) in enumerate([(None, kfac, g), (None, joint, g_joint), (n_actor, joint, g_joint)]):
+        direction, quadratic = kf.precondition_and_quadratic(v, num_leading=one)
+        assert th.equal(direction, kf.precondition(v))
+        expected = kf.quadratic(direction, num_leading=one)  # without num_leading: one dot product, to rounding
+        assert quadratic == (expected if one is not None else pytest.approx(expected, rel=1e-12)), k
+    assert joint.quadratic(g_joint, num_leading=n_actor) < joint.quadratic(g_joint)
 
 
 def test_pi_damping_balances_the_traces():

@@ -12,7 +12,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
 from sb3_natural.common.checks import check_at_least_one, check_nonnegative, check_positive, check_rate, is_real
-from sb3_natural.common.heads import index_obs
+from sb3_natural.common.heads import index_obs, take_rows
 from sb3_natural.common.kfac import DAMPING_MODES, KFAC, LayerRows, value_parameters
 from sb3_natural.common.updates import clip_by_norm, clipped_step_size, momentum_update
 from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
@@ -375,7 +375,7 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         n = z_old.shape[0]
         idx = th.linspace(0, n - 1, min(n, 256), device=z_old.device).long() if n > 256 else slice(None)
         with th.no_grad():
-            return float(self._head.dist.kl(z_old[idx], self._head(index_obs(obs, idx))).mean())
+            return float(self._head.dist.kl(take_rows(z_old, idx), self._head(index_obs(obs, idx))).mean())
 
     def _natural_step(self, g: th.Tensor, before: Any) -> dict[str, Any]:
         """``Delta = (F_kfac + damping)^{-1} g``, ``eta`` by the trust region, momentum, the step.
@@ -395,8 +395,8 @@ class ACKTR(NaturalOnPolicyAlgorithm):
             return skip("the loss gradient is not finite")
         n_actor = len(self._head.params)
         if self.fisher != "identity":
-            direction = kfac.precondition(g)
-            quadratic = kfac.quadratic(direction, num_leading=n_actor)  # the policy's part: KL of the policy
+            # Delta and Delta^T F_kfac Delta over the policy's blocks (the KL of the policy), in one pass
+            direction, quadratic = kfac.precondition_and_quadratic(g, num_leading=n_actor)
         else:  # the plain gradient
             direction = g
             head_part = g[: self._head.num_params]

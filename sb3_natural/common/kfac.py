@@ -69,7 +69,7 @@ from torch import nn
 
 from sb3_natural.common.checks import check_positive
 from sb3_natural.common.distributions import KLConvention
-from sb3_natural.common.heads import ActorHead, Obs, slot_aliases
+from sb3_natural.common.heads import ActorHead, Obs, slot_aliases, take_rows
 from sb3_natural.common.scores import Layer, LayerRecord, hookable_layers, per_sample_param_grads, record_layers
 
 KFACMode = Literal["exact", "sample"]
@@ -164,7 +164,7 @@ class OutputFactor:
     def factor(self, sub: th.Tensor | None = None) -> th.Tensor:
         if self.phi is None:
             return self.inner
-        p = self.phi if sub is None else self.phi[sub]
+        p = self.phi if sub is None else take_rows(self.phi, sub)
         return (p.T @ p / p.shape[0]) * self.inner
 
 
@@ -178,7 +178,7 @@ class OutputRows:
     on_stats_samples: bool = False
 
     def factor(self, sub: th.Tensor | None = None) -> th.Tensor:
-        r = self.rows if sub is None or self.on_stats_samples else self.rows[sub]
+        r = self.rows if sub is None or self.on_stats_samples else take_rows(self.rows, sub)
         flat = r.reshape(-1, r.shape[-1])
         return flat.T @ flat / r.shape[0]
 
@@ -192,7 +192,7 @@ def batch_output_factor(grads: Sequence[th.Tensor] | OutputFactor | OutputRows, 
     samples ``sub`` when given), or its closed form (:class:`OutputFactor`) or stacked rows (:class:`OutputRows`)."""
     if isinstance(grads, (OutputFactor, OutputRows)):
         return grads.factor(sub)
-    return output_factor([g.detach() if sub is None else g.detach()[sub] for g in grads])
+    return output_factor([g.detach() if sub is None else take_rows(g.detach(), sub) for g in grads])
 
 
 def kron_matvec(a: th.Tensor, s: th.Tensor, v: th.Tensor) -> th.Tensor:
@@ -203,7 +203,11 @@ def kron_matvec(a: th.Tensor, s: th.Tensor, v: th.Tensor) -> th.Tensor:
 def pi_damping(a: th.Tensor, s: th.Tensor, damping: float) -> tuple[float, float]:
     """Factored Tikhonov damping (Martens & Grosse 2015, Sec. 6.3): ``(alpha, beta) = (pi sqrt(lambda),
     sqrt(lambda) / pi)`` with ``pi = sqrt((tr(A)/dim A) / (tr(S)/dim S))`` (pi = 1 when a trace is 0)."""
-    ta, ts = float(th.trace(a)) / a.shape[0], float(th.trace(s)) / s.shape[0]
+    return pi_damping_from_traces(float(th.trace(a)) / a.shape[0], float(th.trace(s)) / s.shape[0], damping)
+
+
+def pi_damping_from_traces(ta: float, ts: float, damping: float) -> tuple[float, float]:
+    """:func:`pi_damping` from the mean traces ``ta = tr(A)/dim A`` and ``ts = tr(S)/dim S``."""
     pi = math.sqrt(ta / ts) if ta > 0 and ts > 0 else 1.0
     root = math.sqrt(damping)
     return pi * root, root / pi
@@ -673,6 +677,7 @@ class KFAC:
         if stats_samples is not None and int(stats_samples) < 1:
             raise ValueError(f"stats_samples must be >= 1 or None, got {stats_samples!r}")
         self.stats_samples = None if stats_samples is None else int(stats_samples)
+        self._stats_cache: dict[tuple[int, int, str], th.Tensor] = {}
         self.numels = [p.numel() for p in self.params]
         self.offsets = [0]
         for m in self.numels[:-1]:
@@ -708,7 +713,10 @@ class KFAC:
         """The samples the layer factors are estimated on (None: all ``n``)."""
         if self.stats_samples is None or self.stats_samples >= n:
             return None
-        return th.linspace(0, n - 1, self.stats_samples, device=device).round().long()
+        key = (n, self.stats_samples, str(device))
+        if key not in self._stats_cache:  # the same rows for every batch of n samples
+            self._stats_cache[key] = th.linspace(0, n - 1, self.stats_samples, device=device).round().long()
+        return self._stats_cache[key]
 
     @classmethod
     def for_value(cls, policy: ActorCriticPolicy, params: Sequence[nn.Parameter] | None = None, **kwargs: Any) -> KFAC:
@@ -759,7 +767,7 @@ class KFAC:
         sub = None if chain.before else self._stats_rows(z.shape[0], z.device)
 
         def pick(t: th.Tensor) -> th.Tensor:
-            return t if sub is None else t[sub]
+            return t if sub is None else take_rows(t, sub)
 
         out: list[LayerRows | None] = [None] * len(records)
         ia = where[id(chain.action)]
@@ -836,7 +844,7 @@ class KFAC:
                     out.append({"A": y.new_zeros(d_in, d_in), "S": y.new_zeros(d_out, d_out)})
                     continue
                 sub = self._stats_rows(rec.inputs.shape[0], rec.inputs.device)
-                a_rows = rec.inputs if sub is None else rec.inputs[sub]
+                a_rows = rec.inputs if sub is None else take_rows(rec.inputs, sub)
                 out.append({"A": input_factor(module, a_rows, with_bias), "S": batch_output_factor(g, sub)})
             else:
                 assert block.dense_index is not None
@@ -894,13 +902,13 @@ class KFAC:
             if rows is not None:
                 s_factor = scale * batch_output_factor(rows, sub)
             else:
-                g_s = g if sub is None else _output_rows(g_out.detach()[sub])
+                g_s = g if sub is None else _output_rows(take_rows(g_out.detach(), sub))
                 s_factor = (scale / g_s.shape[0]) * (g_s.T @ g_s)  # g_s.shape[0] = N T
             if isinstance(module, nn.Linear):  # [X | 1] without building it
                 x = rec.inputs.reshape(-1, rec.inputs.shape[-1])
                 key = (x.data_ptr(), tuple(x.shape), with_bias)  # the actor's and the value's first layers share x
                 if key not in a_cache:
-                    x_s = x if sub is None else rec.inputs[sub].reshape(-1, x.shape[-1])
+                    x_s = x if sub is None else take_rows(rec.inputs, sub).reshape(-1, x.shape[-1])
                     a_cache[key] = _linear_input_factor(x_s, with_bias, n if sub is None else sub.numel())
                 w = weights.detach() if g.shape[0] == n else weights.detach().repeat_interleave(g.shape[0] // n)
                 gw = g * w[:, None]
@@ -913,7 +921,7 @@ class KFAC:
                 batch.append({"A": a_cache[key], "S": s_factor})
                 continue
             a = layer_input_rows(module, rec.inputs, with_bias)
-            a_s = a if sub is None else layer_input_rows(module, rec.inputs[sub], with_bias)
+            a_s = a if sub is None else layer_input_rows(module, take_rows(rec.inputs, sub), with_bias)
             batch.append({"A": a_s.T @ a_s / (n if sub is None else sub.numel()), "S": s_factor})
             self._scatter(grad, block, weighted_layer_gradient(a, g, weights.detach()))
         self._fold(batch)
@@ -1005,24 +1013,47 @@ class KFAC:
     def precondition(self, g: th.Tensor) -> th.Tensor:
         """The damped natural gradient ``(F_kfac + lambda)^{-1} g`` per block, in the eigenbases of the
         factors as of the last :meth:`refresh_inverses` (see the module docstring for the damping)."""
+        return self._precondition(g, None, False)[0]
+
+    def precondition_and_quadratic(self, g: th.Tensor, num_leading: int | None = None) -> tuple[th.Tensor, float]:
+        """``Delta = precondition(g)`` and ``quadratic(Delta, num_leading)`` in one pass over the blocks
+        (ACKTR's step size needs both): the same numbers as the two calls (to rounding for
+        ``num_leading=None``, where :meth:`quadratic` takes one dot product instead of a sum over blocks)."""
+        direction, quadratic = self._precondition(g, num_leading, True)
+        return direction, quadratic
+
+    def _precondition(self, g: th.Tensor, num_leading: int | None, with_quadratic: bool) -> tuple[th.Tensor, float]:
         self._check_ready(g)
         out = th.empty_like(g)
         lam = self.damping
+        traces: list[float] = []
+        if self.damping_mode == "pi":  # tr(A), tr(S) of every layer block, read in one go
+            layer = [t for fac in self.factors if "A" in fac for t in (fac["A"].trace(), fac["S"].trace())]
+            traces = th.stack(layer).tolist() if layer else []
+        total, j = 0.0, 0
         for block, fac, eig in zip(self.blocks, self.factors, self.eigen, strict=True):
             part = self._split(g, block)
             if "A" in fac:
                 qa, la, qs, ls = eig["A_vecs"], eig["A_vals"], eig["S_vecs"], eig["S_vals"]
                 if self.damping_mode == "pi":
-                    alpha, beta = pi_damping(fac["A"], fac["S"], lam)
-                    denom = (ls + beta)[:, None] * (la + alpha)[None, :]
+                    ta, ts = traces[2 * j] / fac["A"].shape[0], traces[2 * j + 1] / fac["S"].shape[0]
+                    alpha, beta = pi_damping_from_traces(ta, ts, lam)
+                    denom = th.outer(ls + beta, la + alpha)
                 else:
                     denom = ls[:, None] * la[None, :] + lam
+                j += 1
                 value = qs @ ((qs.T @ part @ qa) / denom) @ qa.T
             else:
                 q, lv = eig["F_vecs"], eig["F_vals"]
                 value = q @ ((q.T @ part) / (lv + lam))
             self._scatter(out, block, value)
-        return out
+            if with_quadratic:
+                first = block.layer.weight_index if block.layer is not None else block.dense_index
+                assert first is not None
+                if num_leading is None or first < num_leading:
+                    fv = kron_matvec(fac["A"], fac["S"], value) if "A" in fac else fac["F"] @ value
+                    total += float((value * fv).sum())
+        return out, total
 
     def matrix(self, damped: bool = False) -> th.Tensor:
         """The dense ``P x P`` block-diagonal K-FAC matrix (tests and small nets only); ``damped=True``:

@@ -12,7 +12,7 @@ import torch as th
 import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
 
-from sb3_natural.common.heads import ActorHead, index_obs
+from sb3_natural.common.heads import ActorHead, index_obs, take_rows
 
 
 def natural_step_scale(x: th.Tensor, fx: th.Tensor, target_kl: float) -> float | None:
@@ -166,10 +166,10 @@ def fit_critic(
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
             if fixed_features is not None:
-                values = policy.value_net(policy.mlp_extractor.forward_critic(fixed_features[idx])).flatten()
+                values = policy.value_net(policy.mlp_extractor.forward_critic(take_rows(fixed_features, idx))).flatten()
             else:
                 values = policy.predict_values(index_obs(obs, idx)).flatten()  # type: ignore[arg-type]
-            loss = F.mse_loss(values, returns[idx])
+            loss = F.mse_loss(values, take_rows(returns, idx))
             policy.optimizer.zero_grad()
             loss.backward()
             for p in others:
