@@ -302,7 +302,11 @@ def test_cnn_and_multi_input_policies(kind, obs_kind, mode):
     assert th.isfinite(value.precondition(th.ones(value.num_params, dtype=th.float64))).all()
 
 
-def test_stats_samples_estimates_the_factors_on_that_subset_of_the_batch():
+@pytest.mark.parametrize(
+    ("m", "rows"),
+    [(10, th.arange(0, 40, 4)), (12, th.linspace(0, 39, 12).round().long())],  # m divides N: every (N/m)-th
+)
+def test_stats_samples_estimates_the_factors_on_that_subset_of_the_batch(m, rows):
     """stats_samples=m: each layer's A and S are those of the m evenly spaced samples; dense blocks (the
     shared log_std) and the number of blocks are unchanged."""
     from stable_baselines3.common.policies import ActorCriticPolicy
@@ -312,9 +316,8 @@ def test_stats_samples_estimates_the_factors_on_that_subset_of_the_batch():
         spaces.Box(-1, 1, (3,), np.float32), spaces.Box(-1, 1, (2,), np.float32), lambda _: 1e-3, net_arch=[5]
     ).double()
     obs = th.randn(40, 3, dtype=th.float64)
-    sub = KFAC(policy, stats_samples=10)
+    sub = KFAC(policy, stats_samples=m)
     full = KFAC(policy)
-    rows = th.linspace(0, 39, 10).round().long()
     got, want = sub.batch_factors(obs), full.batch_factors(obs[rows])
     assert len(got) == len(want) == len(full.blocks)
     for block, g, w in zip(full.blocks, got, want, strict=True):

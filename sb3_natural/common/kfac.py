@@ -161,7 +161,7 @@ class OutputFactor:
     inner: th.Tensor
     phi: th.Tensor | None = None
 
-    def factor(self, sub: th.Tensor | None = None) -> th.Tensor:
+    def factor(self, sub: th.Tensor | slice | None = None) -> th.Tensor:
         if self.phi is None:
             return self.inner
         p = self.phi if sub is None else take_rows(self.phi, sub)
@@ -177,7 +177,7 @@ class OutputRows:
     rows: th.Tensor
     on_stats_samples: bool = False
 
-    def factor(self, sub: th.Tensor | None = None) -> th.Tensor:
+    def factor(self, sub: th.Tensor | slice | None = None) -> th.Tensor:
         r = self.rows if sub is None or self.on_stats_samples else take_rows(self.rows, sub)
         flat = r.reshape(-1, r.shape[-1])
         return flat.T @ flat / r.shape[0]
@@ -187,7 +187,9 @@ class OutputRows:
 LayerRows = list[th.Tensor] | OutputFactor | OutputRows
 
 
-def batch_output_factor(grads: Sequence[th.Tensor] | OutputFactor | OutputRows, sub: th.Tensor | None = None) -> th.Tensor:
+def batch_output_factor(
+    grads: Sequence[th.Tensor] | OutputFactor | OutputRows, sub: th.Tensor | slice | None = None
+) -> th.Tensor:
     """The output factor of one batch from a layer's output gradients (:func:`output_factor`, on the
     samples ``sub`` when given), or its closed form (:class:`OutputFactor`) or stacked rows (:class:`OutputRows`)."""
     if isinstance(grads, (OutputFactor, OutputRows)):
@@ -709,10 +711,13 @@ class KFAC:
         self.eigen: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
         self.steps = 0
 
-    def _stats_rows(self, n: int, device: th.device) -> th.Tensor | None:
-        """The samples the layer factors are estimated on (None: all ``n``)."""
+    def _stats_rows(self, n: int, device: th.device) -> th.Tensor | slice | None:
+        """The samples the layer factors are estimated on (None: all ``n``): every ``(n / k)``-th when
+        ``k = stats_samples`` divides ``n`` (a strided view, no copy), else ``k`` rounded evenly spaced ones."""
         if self.stats_samples is None or self.stats_samples >= n:
             return None
+        if n % self.stats_samples == 0:
+            return slice(0, n, n // self.stats_samples)
         key = (n, self.stats_samples, str(device))
         if key not in self._stats_cache:  # the same rows for every batch of n samples
             self._stats_cache[key] = th.linspace(0, n - 1, self.stats_samples, device=device).round().long()
@@ -908,8 +913,8 @@ class KFAC:
                 x = rec.inputs.reshape(-1, rec.inputs.shape[-1])
                 key = (x.data_ptr(), tuple(x.shape), with_bias)  # the actor's and the value's first layers share x
                 if key not in a_cache:
-                    x_s = x if sub is None else take_rows(rec.inputs, sub).reshape(-1, x.shape[-1])
-                    a_cache[key] = _linear_input_factor(x_s, with_bias, n if sub is None else sub.numel())
+                    inputs_s = rec.inputs if sub is None else take_rows(rec.inputs, sub)
+                    a_cache[key] = _linear_input_factor(inputs_s.reshape(-1, x.shape[-1]), with_bias, inputs_s.shape[0])
                 w = weights.detach() if g.shape[0] == n else weights.detach().repeat_interleave(g.shape[0] // n)
                 gw = g * w[:, None]
                 lay = block.layer  # [G^T X | G^T 1] written into the flat gradient's weight and bias entries
@@ -921,8 +926,9 @@ class KFAC:
                 batch.append({"A": a_cache[key], "S": s_factor})
                 continue
             a = layer_input_rows(module, rec.inputs, with_bias)
-            a_s = a if sub is None else layer_input_rows(module, take_rows(rec.inputs, sub), with_bias)
-            batch.append({"A": a_s.T @ a_s / (n if sub is None else sub.numel()), "S": s_factor})
+            inputs_s = rec.inputs if sub is None else take_rows(rec.inputs, sub)
+            a_s = a if sub is None else layer_input_rows(module, inputs_s, with_bias)
+            batch.append({"A": a_s.T @ a_s / inputs_s.shape[0], "S": s_factor})
             self._scatter(grad, block, weighted_layer_gradient(a, g, weights.detach()))
         self._fold(batch)
         return grad
