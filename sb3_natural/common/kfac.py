@@ -641,8 +641,9 @@ class KFAC:
     :param inverse_update_freq: refresh the eigendecompositions every this many :meth:`update` calls
     :param kl_convention: ``"sum"`` (true KL, default) or ``"mean"`` (sb3-contrib's per-dimension KL)
     :param stats_samples: estimate the layer factors ``A`` and ``S`` of each batch on at most this many
-        of its samples (evenly spaced; None: all). An unbiased estimate of the batch's factors, and the
-        running average spans many batches; it makes the factor products cheaper for large batches.
+        of its samples (evenly spaced: every ``(N/m)``-th when ``m`` divides ``N``; None: all). An
+        unbiased estimate of the batch's factors, and the running average spans many batches; it makes
+        the factor products cheaper for large batches.
         Dense blocks and the gradient of :meth:`update_with_gradient` always use the whole batch.
 
     Vectors are flat P-vectors in the order of ``params`` (``ActorHead.flat`` order for an actor).
