@@ -918,12 +918,10 @@ class KFAC:
                     a_cache[key] = _linear_input_factor(inputs_s.reshape(-1, x.shape[-1]), with_bias, inputs_s.shape[0])
                 w = weights.detach() if g.shape[0] == n else weights.detach().repeat_interleave(g.shape[0] // n)
                 gw = g * w[:, None]
-                lay = block.layer  # [G^T X | G^T 1] written into the flat gradient's weight and bias entries
-                w_off, w_n = self.offsets[lay.weight_index], self.numels[lay.weight_index]
-                th.mm(gw.T, x, out=grad[w_off : w_off + w_n].view(gw.shape[1], -1))
-                if lay.bias_index is not None:
-                    b_off = self.offsets[lay.bias_index]
-                    th.sum(gw, dim=0, out=grad[b_off : b_off + gw.shape[1]])
+                w_off, w_n, d_out, b_off = block.where  # [G^T X | G^T 1] into the flat gradient's entries
+                th.mm(gw.T, x, out=grad[w_off : w_off + w_n].view(d_out, -1))
+                if b_off is not None:
+                    th.sum(gw, dim=0, out=grad[b_off : b_off + d_out])
                 batch.append({"A": a_cache[key], "S": s_factor})
                 continue
             a = layer_input_rows(module, rec.inputs, with_bias)
