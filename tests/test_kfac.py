@@ -465,3 +465,14 @@ def test_chain_rows_give_the_factors_of_the_backpropagated_rows(kind, activation
 def test_closed_form_last_layers_only_where_they_hold(kind, kwargs):
     policy = make_policy(kind, **kwargs)
     assert KFAC(ActorHead(policy), mode="exact")._last is None
+
+
+def test_take_rows_and_index_obs_select_the_same_rows_as_indexing():
+    from sb3_natural.common.heads import index_obs, take_rows
+
+    t = th.arange(40.0).reshape(10, 4)
+    for idx in (th.tensor([7, 0, 3]), th.tensor([2, 2], dtype=th.int32), slice(1, 9, 3), t[:, 0] > 15):
+        th.testing.assert_close(take_rows(t, idx), t[idx], rtol=0, atol=0)
+    got = index_obs({"a": t, "b": t[:, :1]}, th.tensor([4, 1]))
+    th.testing.assert_close(got["a"], t[[4, 1]], rtol=0, atol=0)
+    th.testing.assert_close(got["b"], t[[4, 1], :1], rtol=0, atol=0)
