@@ -2,6 +2,7 @@
 
     python benchmarks/bench_acktr.py [--repeats 9] [--out benchmarks/results/acktr_speed]
     python benchmarks/bench_acktr.py --flops      # the matrix-product flops of each train() instead
+    python benchmarks/bench_acktr.py --ablations  # "sample" without the KL diagnostic / the preconditioning
 
 For CartPole-v1 (8 envs x 32 steps = 256 samples) and HalfCheetah-v5 (1 env x 2048 steps), SB3's
 default MlpPolicy (64x64 tanh, shared=False): one rollout is collected by SB3's A2C and copied into
@@ -55,14 +56,32 @@ def _rollout(env_id: str, n_envs: int, n_steps: int):
     return a2c
 
 
-def measure(env_id: str, repeats: int, count_flops: bool = False) -> dict:
+# --ablations: fisher="sample" with a part of the update left out (timing only: the patched updates are
+# not ACKTR's), to show how much of the gap to A2C each part accounts for
+ABLATIONS = {
+    "acktr_sample": {"fisher": "sample"},
+    "sample_without_kl_diagnostic": {"fisher": "sample"},
+    "sample_without_preconditioning": {"fisher": "sample"},
+}
+
+
+def _ablate(name: str, m: ACKTR) -> None:
+    if name == "sample_without_kl_diagnostic":
+        m._measured_kl = lambda obs, z_old: 0.0  # type: ignore[method-assign]
+    elif name == "sample_without_preconditioning":  # direction = gradient: no K-FAC product at all
+        m._state.kfac.precondition_and_quadratic = lambda g, num_leading=None: (g.clone(), 1.0)  # type: ignore[method-assign]
+
+
+def measure(env_id: str, repeats: int, count_flops: bool = False, ablations: bool = False) -> dict:
     n_envs, n_steps = CASES[env_id]
     a2c = _rollout(env_id, n_envs, n_steps)
     models = {"a2c": a2c}
-    for name, kwargs in VARIANTS.items():
+    variants = ABLATIONS if ablations else VARIANTS
+    for name, kwargs in variants.items():
         m = ACKTR("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=0), n_steps=n_steps, seed=0, device="cpu", **kwargs)
         m.policy.load_state_dict(a2c.policy.state_dict())
         m.set_logger(configure(None, []))
+        _ablate(name, m)
         models[name] = m
     buffers = {name: copy.deepcopy(a2c.rollout_buffer) for name in models}
     if count_flops:
@@ -71,8 +90,8 @@ def measure(env_id: str, repeats: int, count_flops: bool = False) -> dict:
     # is to A2C timed beside it, not after another variant (the Adam critic's epochs, run just before a
     # model, were measured to slow its next update by 0.2-0.3 ms at CartPole's N = 256)
     times: dict[str, list[float]] = {name: [] for name in models}
-    a2c_times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for name in VARIANTS:
+    a2c_times: dict[str, list[float]] = {name: [] for name in variants}
+    for name in variants:
         for r in range(repeats + 2):  # two warm-up rounds
             for which in ("a2c", name) if r % 2 == 0 else (name, "a2c"):
                 m = models[which]
@@ -90,7 +109,7 @@ def measure(env_id: str, repeats: int, count_flops: bool = False) -> dict:
         "batch": n_envs * n_steps,
         "median_ms": med,
         "a2c_median_ms_beside": a2c_med,
-        "ratio_to_a2c": {name: med[name] / a2c_med[name] for name in VARIANTS},
+        "ratio_to_a2c": {name: med[name] / a2c_med[name] for name in variants},
     }
 
 
@@ -116,6 +135,9 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=list(CASES))
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON result")
     parser.add_argument("--flops", action="store_true", help="count the matrix-product flops instead of timing")
+    parser.add_argument(
+        "--ablations", action="store_true", help="time fisher='sample' without the KL diagnostic / the preconditioning"
+    )
     args = parser.parse_args()
     th.set_num_threads(1)
     if args.flops:
@@ -124,7 +146,7 @@ def main() -> None:
             for name, ratio in res["ratio_to_a2c"].items():
                 print(f"  {name}: {res['mflop'][name]:.1f} MFLOP = {ratio:.2f}x A2C")
         return
-    results = [measure(env_id, args.repeats) for env_id in args.envs]
+    results = [measure(env_id, args.repeats, ablations=args.ablations) for env_id in args.envs]
     for res in results:
         print(f"{res['env']} (N = {res['batch']}): A2C update {res['median_ms']['a2c']:.2f} ms")
         for name, ratio in res["ratio_to_a2c"].items():
@@ -133,7 +155,7 @@ def main() -> None:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         meta = {"date": str(date.today()), "machine": platform.processor() or platform.machine(), "threads": 1}
-        path = args.out / f"bench_acktr_{int(time.time())}.json"
+        path = args.out / f"bench_acktr{'_ablations' if args.ablations else ''}_{int(time.time())}.json"
         path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
         print(f"wrote {path}")
 
