@@ -333,7 +333,7 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         w_actor = -adv / n
         outputs = [rec.output for rec in recorded.records]
         found = th.autograd.grad(scalar, [*outputs, z], retain_graph=True, allow_unused=True)
-        out_grads = [th.zeros_like(out) if g_out is None else g_out for out, g_out in zip(outputs, found, strict=False)]
+        out_grads = [th.zeros_like(out) if g_out is None else g_out for out, g_out in zip(outputs, found[:-1], strict=True)]
         dlogp_dz = found[-1]  # [N, d]: row i is d log pi(a_i|s_i) / d z_i (z_i feeds log pi_i only)
         rows: list[LayerRows | None] = [None] * len(outputs)
         if self.fisher == "exact":

@@ -555,11 +555,10 @@ class _LastLayers:
     activation: nn.Module
 
 
-def _last_layers(head: ActorHead, layers: Sequence[Layer]) -> _LastLayers | None:
+def _last_layers(head: ActorHead, chain: _Chain | None) -> _LastLayers | None:
     """The structure :func:`last_layers_output_factors` needs, or None: a DiagGaussian with the shared
     ``log_std`` (so the rows of M's factor are the same for every state) and an actor :class:`_Chain`
-    (its last pair is the hidden layer)."""
-    chain = _policy_chain(head, layers)
+    (:func:`_policy_chain`; its last pair is the hidden layer)."""
     if chain is None or head.dist.kind != "diag_gaussian":
         return None
     return _LastLayers(chain.action, chain.linears[-1], chain.activations[-1])
@@ -615,6 +614,18 @@ def _weight(layer: Layer) -> th.Tensor:
     w = layer.module.weight
     assert isinstance(w, th.Tensor)
     return w
+
+
+def _leads(block: _Block, num_leading: int) -> bool:
+    """Whether the block is among the first ``num_leading`` parameters (its weight's, or its own, index)."""
+    first = block.layer.weight_index if block.layer is not None else block.dense_index
+    assert first is not None
+    return first < num_leading
+
+
+def _block_quadratic(fac: dict[str, th.Tensor], part: th.Tensor) -> float:
+    """``v_b^T F_b v_b`` of one block: ``sum(V * (S V A))`` (a layer) or ``v^T F v`` (a dense block)."""
+    return float((part * (kron_matvec(fac["A"], fac["S"], part) if "A" in fac else fac["F"] @ part)).sum())
 
 
 # ------------------------------------------------------------------ the state object
@@ -703,10 +714,10 @@ class KFAC:
             else:
                 assert block.dense_index is not None
                 block.where = (self.offsets[block.dense_index], self.numels[block.dense_index], 0, None)
-        # the actor's last two layers, when their exact output factors have a closed form
-        self._last = None if self._t.head is None else _last_layers(self._t.head, self._t.layers)
-        # the actor's Linear layers whose exact rows are propagated as tensors, without autograd
+        # the actor's Linear layers whose exact rows are propagated as tensors, without autograd, and its
+        # last two layers, when their exact output factors have a closed form
         self._chain = None if self._t.head is None else _policy_chain(self._t.head, self._t.layers)
+        self._last = None if self._t.head is None else _last_layers(self._t.head, self._chain)
         # tensors only (state_dict): per block "A", "S" or "F", and their eigendecompositions
         self.factors: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
         self.eigen: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
@@ -1007,12 +1018,8 @@ class KFAC:
         self._check_ready(v)
         total = 0.0
         for block, fac in zip(self.blocks, self.factors, strict=True):
-            first = block.layer.weight_index if block.layer is not None else block.dense_index
-            assert first is not None
-            if first >= num_leading:
-                continue
-            part = self._split(v, block)
-            total += float((part * (kron_matvec(fac["A"], fac["S"], part) if "A" in fac else fac["F"] @ part)).sum())
+            if _leads(block, num_leading):
+                total += _block_quadratic(fac, self._split(v, block))
         return total
 
     def precondition(self, g: th.Tensor) -> th.Tensor:
@@ -1024,8 +1031,7 @@ class KFAC:
         """``Delta = precondition(g)`` and ``quadratic(Delta, num_leading)`` in one pass over the blocks
         (ACKTR's step size needs both): the same numbers as the two calls (to rounding for
         ``num_leading=None``, where :meth:`quadratic` takes one dot product instead of a sum over blocks)."""
-        direction, quadratic = self._precondition(g, num_leading, True)
-        return direction, quadratic
+        return self._precondition(g, num_leading, True)
 
     def _precondition(self, g: th.Tensor, num_leading: int | None, with_quadratic: bool) -> tuple[th.Tensor, float]:
         self._check_ready(g)
@@ -1052,12 +1058,8 @@ class KFAC:
                 q, lv = eig["F_vecs"], eig["F_vals"]
                 value = q @ ((q.T @ part) / (lv + lam))
             self._scatter(out, block, value)
-            if with_quadratic:
-                first = block.layer.weight_index if block.layer is not None else block.dense_index
-                assert first is not None
-                if num_leading is None or first < num_leading:
-                    fv = kron_matvec(fac["A"], fac["S"], value) if "A" in fac else fac["F"] @ value
-                    total += float((value * fv).sum())
+            if with_quadratic and (num_leading is None or _leads(block, num_leading)):
+                total += _block_quadratic(fac, value)
         return out, total
 
     def matrix(self, damped: bool = False) -> th.Tensor:
