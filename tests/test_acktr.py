@@ -17,7 +17,7 @@ from torch import nn
 
 from sb3_natural import ACKTR
 from sb3_natural.common.kfac import KFAC
-from sb3_natural.common.updates import clip_by_norm, clipped_step_size, momentum_update
+from sb3_natural.common.updates import all_finite, clip_by_norm, clipped_step_size, momentum_update
 
 
 def _no_train_rollout(model):
@@ -153,6 +153,15 @@ def test_joint_kfac_precondition_inverts_the_damped_matrix():
 
 
 # ----------------------------------------------------------------------------- step rule
+def test_all_finite_is_the_elementwise_test():
+    big = th.tensor([3e38, 3e38])  # finite entries whose float32 sum overflows
+    assert not math.isfinite(float(big.sum())) and all_finite(big)
+    assert all_finite(th.zeros(0)) and all_finite(th.tensor([1.0, -2.0]))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        assert not all_finite(th.tensor([1.0, bad, 2.0]))
+    assert not all_finite(th.tensor([float("inf"), -float("inf")]))
+
+
 def test_step_size_rule():
     assert clipped_step_size(0.25, 2.0, 0.001) == pytest.approx(math.sqrt(2 * 0.001 / 2.0))
     assert clipped_step_size(0.01, 2.0, 0.001) == 0.01  # eta_max binds
@@ -335,7 +344,7 @@ def test_one_backward_path_gives_the_autograd_gradient_and_factors(env_id, criti
         assert f_exact.keys() == f_two.keys()
         for key in f_two:
             th.testing.assert_close(f_exact[key], f_two[key], rtol=1e-5, atol=1e-8)
-    value_layers, _ = fast_sample._one_backward
+    value_layers, _, _ = fast_sample._one_backward
     n_value = 0
     for block, f_sample, f_two in zip(ks.blocks, ks.factors, k2.factors, strict=True):
         if block.layer is not None and id(block.layer.module) in value_layers:

@@ -179,6 +179,28 @@ def test_precondition_inverts_the_damped_kfac_matrix(kind, damping_mode):
     assert joint.quadratic(g_joint, num_leading=n_actor) < joint.quadratic(g_joint)
 
 
+@pytest.mark.parametrize("damping_mode", ["pi", "exact"])
+def test_precondition_follows_the_refreshed_inverses_and_the_damping(damping_mode):
+    """The damped inverses precondition() applies are formed once per refresh: a later update that does
+    not refresh leaves the direction unchanged, a refresh or a new damping changes it, and right after a
+    refresh it still inverts matrix(damped=True)."""
+    policy = make_policy("box", net_arch=[5])
+    kfac = KFAC(ActorHead(policy), damping=1e-2, damping_mode=damping_mode, inverse_update_freq=2)
+    kfac.update(make_obs(policy, 12, seed=1))
+    g = th.randn(kfac.num_params, dtype=th.float64, generator=th.Generator().manual_seed(0))
+    x1 = kfac.precondition(g)
+    kfac.update(make_obs(policy, 12, seed=2))  # step 2: factors move, inverses not refreshed
+    assert th.equal(kfac.precondition(g), x1)
+    kfac.update(make_obs(policy, 12, seed=3))  # step 3: (3 - 1) % 2 == 0, refreshed
+    x3 = kfac.precondition(g)
+    assert not th.allclose(x3, x1)
+    th.testing.assert_close(kfac.matrix(damped=True) @ x3, g, rtol=0, atol=1e-8)
+    kfac.damping = 0.5
+    x_damped = kfac.precondition(g)
+    assert float(x_damped.norm()) < float(x3.norm())
+    th.testing.assert_close(kfac.matrix(damped=True) @ x_damped, g, rtol=0, atol=1e-8)
+
+
 def test_pi_damping_balances_the_traces():
     a, s = th.diag(th.tensor([4.0, 4.0], dtype=th.float64)), th.diag(th.tensor([1.0, 1.0, 1.0], dtype=th.float64))
     alpha, beta = pi_damping(a, s, 0.01)

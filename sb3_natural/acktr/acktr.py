@@ -14,7 +14,7 @@ from stable_baselines3.common.utils import FloatSchedule
 from sb3_natural.common.checks import check_at_least_one, check_nonnegative, check_positive, check_rate, is_real
 from sb3_natural.common.heads import index_obs, take_rows
 from sb3_natural.common.kfac import DAMPING_MODES, KFAC, LayerRows, value_parameters
-from sb3_natural.common.updates import clip_by_norm, clipped_step_size, momentum_update
+from sb3_natural.common.updates import all_finite, clip_by_norm, clipped_step_size, momentum_update
 from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
 
 FISHERS = ("exact", "sample", "identity")
@@ -225,11 +225,13 @@ class ACKTR(NaturalOnPolicyAlgorithm):
             kfac = KFAC(self._head, **kwargs)
         self._state = UpdateState(kfac)
         self._one_backward = self._one_backward_plan(kfac)
+        self._kl_rows: tuple[int, th.Tensor] | None = None  # the batch size and the KL diagnostic's states
 
-    def _one_backward_plan(self, kfac: KFAC) -> tuple[set[int], list[int]] | None:
-        """For ``fisher="sample"``: the value's layers and the unfactored parameters, or None when a
-        factored layer feeds both heads (a shared features extractor), whose per-head output gradients
-        one backward pass cannot separate (the two-pass path is used then)."""
+    def _one_backward_plan(self, kfac: KFAC) -> tuple[set[int], list[int], list[tuple[int, slice]]] | None:
+        """For the one-backward update: the value's layers, the unfactored parameters whose gradient
+        autograd gives, and those copied into ``z`` unchanged (the shared Gaussian ``log_std``: index and
+        columns of ``z``), or None when a factored layer feeds both heads (a shared features extractor),
+        whose per-head output gradients one backward pass cannot separate (the two-pass path is used then)."""
         n_actor = len(self._head.params)
         value_ids = {id(p) for p in value_parameters(self.policy)} if self.critic == "kfac" else set()
         value_layers: set[int] = set()
@@ -243,14 +245,16 @@ class ACKTR(NaturalOnPolicyAlgorithm):
                 return None  # shared by both heads
             if lay.weight_index >= n_actor:
                 value_layers.add(id(lay.module))
-        return value_layers, [i for i in range(len(kfac.params)) if i not in covered]
+        direct = {self._head.names.index(name): sl for name, sl in self._head.direct_slices.items()}
+        other = [i for i in range(len(kfac.params)) if i not in covered]
+        return value_layers, [i for i in other if i not in direct], [(i, direct[i]) for i in other if i in direct]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, tensors = super()._get_torch_save_params()
         return [*state_dicts, "_state"], tensors
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_state", "_one_backward"]
+        return [*super()._excluded_save_params(), "_state", "_one_backward", "_kl_rows"]
 
     def _group_schedules(self) -> list[Schedule]:
         return [self.critic_lr_schedule]  # learning_rate is eta_max, not an optimizer rate
@@ -324,7 +328,7 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         same pass gives ``d log pi_i / d z_i``), the entropy term of the factored layers from autograd."""
         kfac, d, n = self._state.kfac, self._head.dist.out_dim, adv.shape[0]
         assert self._one_backward is not None
-        value_layers, other = self._one_backward
+        value_layers, other, direct = self._one_backward
         scalar = logp.sum()
         if self.critic == "kfac":
             values = recorded.y[:, d] if recorded.parts is None else recorded.parts[1].flatten()
@@ -346,12 +350,16 @@ class ACKTR(NaturalOnPolicyAlgorithm):
             else:
                 given[key] = (g_out, w_actor, 1.0, r_out)
         g = kfac.update_with_gradient(obs, recorded, given)
-        if other:  # the unfactored parameters: the whole loss, by the chain rule through z (and v)
+        if other or direct:  # the unfactored parameters: the whole loss, by the chain rule through z (and v)
             # L depends on the parameters only through z and v: dL/dz_i = w_i dlogp_i/dz_i + ent_coef dH/dz_i,
-            # dL/dv_i = w_value_i; backpropagated from z and v (a short graph for log_std) instead of from L.
+            # dL/dv_i = w_value_i; backpropagated from z and v (a short graph) instead of from L. A parameter
+            # copied into z's columns for every sample (log_std) gets sum_i dL/dz_i over its columns.
             dl_dz = w_actor[:, None] * dlogp_dz
             if self.ent_coef > 0:
                 dl_dz = dl_dz + self.ent_coef * th.autograd.grad(entropy_loss, z, retain_graph=True)[0]
+            for i, cols in direct:
+                th.sum(dl_dz[:, cols], dim=0, out=g[kfac.offsets[i] : kfac.offsets[i] + kfac.numels[i]])
+        if other:
             heads, head_grads = [z], [dl_dz]
             if self.critic == "kfac":
                 heads.append(values)
@@ -362,7 +370,8 @@ class ACKTR(NaturalOnPolicyAlgorithm):
                 if gi is not None:
                     g[kfac.offsets[i] : kfac.offsets[i] + kfac.numels[i]] += gi.reshape(-1)
         if self.ent_coef > 0:  # the entropy term of the factored layers
-            layer_idx = [i for i in range(len(kfac.params)) if i not in set(other)]
+            unfactored = set(other) | {i for i, _ in direct}
+            layer_idx = [i for i in range(len(kfac.params)) if i not in unfactored]
             grads = th.autograd.grad(self.ent_coef * entropy_loss, [kfac.params[i] for i in layer_idx], allow_unused=True)
             for i, gi in zip(layer_idx, grads, strict=True):
                 if gi is not None:
@@ -373,7 +382,11 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         """Mean true KL between the policy before and after the step, on at most 256 states of the
         batch (evenly spaced), so that the diagnostic costs a fraction of a forward pass."""
         n = z_old.shape[0]
-        idx = th.linspace(0, n - 1, min(n, 256), device=z_old.device).long() if n > 256 else slice(None)
+        idx: th.Tensor | slice = slice(None)
+        if n > 256:
+            if self._kl_rows is None or self._kl_rows[0] != n:  # the same states for every batch of n
+                self._kl_rows = (n, th.linspace(0, n - 1, 256, device=z_old.device).long())
+            idx = self._kl_rows[1]
         with th.no_grad():
             return float(self._head.dist.kl(take_rows(z_old, idx), self._head(index_obs(obs, idx))).mean())
 
@@ -391,7 +404,7 @@ class ACKTR(NaturalOnPolicyAlgorithm):
             info.update(step_skipped=1.0, step_norm=0.0, step_scale=0.0)
             return info
 
-        if not bool(th.isfinite(g).all()):
+        if not all_finite(g):
             return skip("the loss gradient is not finite")
         n_actor = len(self._head.params)
         if self.fisher != "identity":
@@ -401,11 +414,11 @@ class ACKTR(NaturalOnPolicyAlgorithm):
             direction = g
             head_part = g[: self._head.num_params]
             quadratic = float(head_part @ head_part)
-        if not (bool(th.isfinite(direction).all()) and math.isfinite(quadratic)):
+        if not (math.isfinite(quadratic) and all_finite(direction)):
             return skip("the K-FAC direction is not finite")
         eta = clipped_step_size(self.lr_schedule(self._current_progress_remaining), quadratic, self.target_kl)
         velocity = momentum_update(state.velocity, eta * direction, self.momentum)
-        if not bool(th.isfinite(velocity).all()):
+        if not all_finite(velocity):
             return skip("the step is not finite")
         with th.no_grad():
             params: list[th.Tensor] = list(kfac.params)

@@ -48,10 +48,13 @@ damped product is, for ``G = [dW | db]``::
 
     damping_mode="pi":    ((A + pi sqrt(lambda) I) (x) (S + sqrt(lambda)/pi I))^{-1} vec(G),
                           pi = sqrt((tr(A) / dim A) / (tr(S) / dim S))   (Martens & Grosse 2015, Sec. 6.3)
+                          (A, S: the factors of the last refresh, whose eigendecompositions are used)
     damping_mode="exact": (A (x) S + lambda I)^{-1} vec(G)  (exact Tikhonov, elementwise in the eigenbasis)
 
-both ``Q_S [(Q_S^T G Q_A) / D] Q_A^T`` with ``D[j, k] = (l_S[j] + beta)(l_A[k] + alpha)`` or
-``l_S[j] l_A[k] + lambda``. Dense blocks use ``(F_block + lambda I)^{-1}``.
+with ``(alpha, beta) = (pi sqrt(lambda), sqrt(lambda) / pi)``: ``"pi"`` is ``(S + beta I)^{-1} G (A + alpha I)^{-1}``,
+the damped factor inverses ``Q diag(1 / (l + alpha)) Q^T`` formed once per refresh (two products per
+block and update); ``"exact"`` is ``Q_S [(Q_S^T G Q_A) / D] Q_A^T`` with ``D[j, k] = l_S[j] l_A[k] + lambda``.
+Dense blocks use ``(F_block + lambda I)^{-1}``, also formed once per refresh.
 """
 
 from __future__ import annotations
@@ -623,9 +626,14 @@ def _leads(block: _Block, num_leading: int) -> bool:
     return first < num_leading
 
 
-def _block_quadratic(fac: dict[str, th.Tensor], part: th.Tensor) -> float:
-    """``v_b^T F_b v_b`` of one block: ``sum(V * (S V A))`` (a layer) or ``v^T F v`` (a dense block)."""
-    return float((part * (kron_matvec(fac["A"], fac["S"], part) if "A" in fac else fac["F"] @ part)).sum())
+def _block_quadratic(fac: dict[str, th.Tensor], part: th.Tensor) -> th.Tensor:
+    """``v_b^T F_b v_b`` of one block (a 0-d tensor): ``sum(V * (S V A))`` (a layer) or ``v^T F v`` (a dense block)."""
+    return (part * (kron_matvec(fac["A"], fac["S"], part) if "A" in fac else fac["F"] @ part)).sum()
+
+
+def _total(terms: list[th.Tensor]) -> float:
+    """The sum of 0-d tensors as a float (one read; 0.0 for none)."""
+    return float(th.stack(terms).sum()) if terms else 0.0
 
 
 # ------------------------------------------------------------------ the state object
@@ -722,6 +730,9 @@ class KFAC:
         self.factors: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
         self.eigen: list[dict[str, th.Tensor]] = [{} for _ in self.blocks]
         self.steps = 0
+        # (damping, mode), the eigenvalue tensors and what precondition() applies, computed from them (_inverses)
+        self._inverse_cache: tuple[tuple[float, str], list[th.Tensor], list[tuple[th.Tensor, ...]]] | None = None
+        self._layouts: dict[str, tuple[th.Tensor, th.Tensor, list[tuple[int, tuple[int, ...]]]]] = {}
 
     def _stats_rows(self, n: int, device: th.device) -> th.Tensor | slice | None:
         """The samples the layer factors are estimated on (None: all ``n``): every ``(n / k)``-th when
@@ -900,6 +911,7 @@ class KFAC:
         grad = th.zeros(self.num_params, dtype=recorded.y.dtype, device=recorded.y.device)
         batch: list[dict[str, th.Tensor]] = []
         a_cache: dict[tuple[int, tuple[int, ...], bool], th.Tensor] = {}
+        w_cache: dict[int, th.Tensor] = {}  # the [N, 1] column of each weight vector (the heads share theirs)
         for block in self.blocks:
             if block.layer is None:
                 assert block.dense_index is not None
@@ -913,13 +925,14 @@ class KFAC:
             rec = by_module[id(module)]
             g_out, weights, scale, rows = output_grads[id(module)]
             with_bias = block.layer.bias_index is not None
-            g = _output_rows(g_out.detach())
+            g_out = g_out.detach() if g_out.requires_grad else g_out
+            g = _output_rows(g_out)
             n = rec.inputs.shape[0]
             sub = self._stats_rows(n, g.device)
             if rows is not None:
                 s_factor = scale * batch_output_factor(rows, sub)
             else:
-                g_s = g if sub is None else _output_rows(take_rows(g_out.detach(), sub))
+                g_s = g if sub is None else _output_rows(take_rows(g_out, sub))
                 s_factor = (scale / g_s.shape[0]) * (g_s.T @ g_s)  # g_s.shape[0] = N T
             if isinstance(module, nn.Linear):  # [X | 1] without building it
                 x = rec.inputs.reshape(-1, rec.inputs.shape[-1])
@@ -927,8 +940,12 @@ class KFAC:
                 if key not in a_cache:
                     inputs_s = rec.inputs if sub is None else take_rows(rec.inputs, sub)
                     a_cache[key] = _linear_input_factor(inputs_s.reshape(-1, x.shape[-1]), with_bias, inputs_s.shape[0])
-                w = weights.detach() if g.shape[0] == n else weights.detach().repeat_interleave(g.shape[0] // n)
-                gw = g * w[:, None]
+                if g.shape[0] == n:
+                    if id(weights) not in w_cache:
+                        w_cache[id(weights)] = weights.detach()[:, None]
+                    gw = g * w_cache[id(weights)]
+                else:  # positions: each sample's weight on its T rows
+                    gw = g * weights.detach().repeat_interleave(g.shape[0] // n)[:, None]
                 w_off, w_n, d_out, b_off = block.where  # [G^T X | G^T 1] into the flat gradient's entries
                 th.mm(gw.T, x, out=grad[w_off : w_off + w_n].view(d_out, -1))
                 if b_off is not None:
@@ -945,10 +962,14 @@ class KFAC:
 
     def _fold(self, batch: list[dict[str, th.Tensor]]) -> None:
         first = self.steps == 0
-        for stored, new in zip(self.factors, batch, strict=True):
-            for key, value in new.items():
-                # decay * old + (1 - decay) * new, as one op (a new tensor: snapshot() keeps references)
-                stored[key] = value.clone() if first else th.lerp(stored[key], value, 1.0 - self.decay)
+        slots = [(stored, key) for stored, new in zip(self.factors, batch, strict=True) for key in new]
+        values = [value for new in batch for value in new.values()]
+        if first:
+            folded = [value.clone() for value in values]
+        else:  # decay * old + (1 - decay) * new, one op for all (new tensors: snapshot() keeps references)
+            folded = list(th._foreach_lerp([stored[key] for stored, key in slots], values, 1.0 - self.decay))
+        for (stored, key), value in zip(slots, folded, strict=True):
+            stored[key] = value
         self.steps += 1
         if first or (self.steps - 1) % self.inverse_update_freq == 0:
             self.refresh_inverses()
@@ -1016,11 +1037,8 @@ class KFAC:
         if num_leading is None:
             return float(v @ self.mvp(v))
         self._check_ready(v)
-        total = 0.0
-        for block, fac in zip(self.blocks, self.factors, strict=True):
-            if _leads(block, num_leading):
-                total += _block_quadratic(fac, self._split(v, block))
-        return total
+        blocks = zip(self.blocks, self.factors, strict=True)
+        return _total([_block_quadratic(fac, self._split(v, block)) for block, fac in blocks if _leads(block, num_leading)])
 
     def precondition(self, g: th.Tensor) -> th.Tensor:
         """The damped natural gradient ``(F_kfac + lambda)^{-1} g`` per block, in the eigenbases of the
@@ -1035,32 +1053,76 @@ class KFAC:
 
     def _precondition(self, g: th.Tensor, num_leading: int | None, with_quadratic: bool) -> tuple[th.Tensor, float]:
         self._check_ready(g)
-        out = th.empty_like(g)
-        lam = self.damping
-        traces: list[float] = []
-        if self.damping_mode == "pi":  # tr(A), tr(S) of every layer block, read in one go
-            layer = [t for fac in self.factors if "A" in fac for t in (fac["A"].trace(), fac["S"].trace())]
-            traces = th.stack(layer).tolist() if layer else []
-        total, j = 0.0, 0
-        for block, fac, eig in zip(self.blocks, self.factors, self.eigen, strict=True):
-            part = self._split(g, block)
-            if "A" in fac:
-                qa, la, qs, ls = eig["A_vecs"], eig["A_vals"], eig["S_vecs"], eig["S_vals"]
-                if self.damping_mode == "pi":
-                    ta, ts = traces[2 * j] / fac["A"].shape[0], traces[2 * j + 1] / fac["S"].shape[0]
-                    alpha, beta = pi_damping_from_traces(ta, ts, lam)
-                    denom = th.outer(ls + beta, la + alpha)
-                else:
-                    denom = ls[:, None] * la[None, :] + lam
-                j += 1
-                value = qs @ ((qs.T @ part @ qa) / denom) @ qa.T
-            else:
-                q, lv = eig["F_vecs"], eig["F_vals"]
-                value = q @ ((q.T @ part) / (lv + lam))
-            self._scatter(out, block, value)
+        perm, inverse, spans = self._blocked_layout(g.device)
+        blocked = g.index_select(0, perm)  # every block's [out, in(+1)] matrix contiguous: views, no cat
+        out = th.empty_like(blocked)
+        quads: list[th.Tensor] = []
+        for block, fac, inv, (start, shape) in zip(self.blocks, self.factors, self._inverses(), spans, strict=True):
+            n = math.prod(shape)
+            part, value = blocked[start : start + n].view(shape), out[start : start + n].view(shape)
+            if len(inv) == 2:  # "pi": (S + beta I)^{-1} G (A + alpha I)^{-1}
+                th.mm(inv[0] @ part, inv[1], out=value)
+            elif len(inv) == 3:  # "exact": Q_S [(Q_S^T G Q_A) / D] Q_A^T
+                qs, qa, denom = inv
+                th.mm(qs @ ((qs.T @ part @ qa) / denom), qa.T, out=value)
+            else:  # a dense block: (F + lambda I)^{-1} v
+                th.mv(inv[0], part, out=value)
             if with_quadratic and (num_leading is None or _leads(block, num_leading)):
-                total += _block_quadratic(fac, value)
-        return out, total
+                quads.append(_block_quadratic(fac, value))
+        return out.index_select(0, inverse), _total(quads)
+
+    def _inverses(self) -> list[tuple[th.Tensor, ...]]:
+        """Per block, what :meth:`precondition` applies (see the module docstring), from the
+        eigendecompositions of the last :meth:`refresh_inverses`: ``"pi"``: the damped factor inverses
+        ``((S + beta I)^{-1}, (A + alpha I)^{-1}) = Q diag(1 / (l + damping)) Q^T`` (pi's traces those of
+        the same factors, ``tr = sum`` of the clamped eigenvalues: the damping of the factors whose inverses
+        these are, as Martens & Grosse compute it with each inverse); ``"exact"``: ``(Q_S, Q_A, D)`` with
+        ``D = l_S l_A^T + lambda``; a dense block: ``((F + lambda I)^{-1},)``. Computed once per refresh (and
+        per ``damping``), not per product."""
+        vals = [eig[key] for eig in self.eigen for key in ("A_vals", "S_vals", "F_vals") if key in eig]
+        cached = self._inverse_cache
+        if (
+            cached is not None
+            and cached[0] == (self.damping, self.damping_mode)
+            and len(cached[1]) == len(vals)
+            and all(a is b for a, b in zip(cached[1], vals, strict=True))
+        ):
+            return cached[2]
+        lam = self.damping
+        out: list[tuple[th.Tensor, ...]] = []
+
+        def damped_inverse(q: th.Tensor, lv: th.Tensor, d: float) -> th.Tensor:
+            return (q / (lv + d)) @ q.T  # Q diag(1 / (l + d)) Q^T
+
+        for fac, eig in zip(self.factors, self.eigen, strict=True):
+            if "A" in fac:
+                la, ls = eig["A_vals"], eig["S_vals"]
+                if self.damping_mode == "pi":
+                    ta, ts = th.stack([la.sum() / la.numel(), ls.sum() / ls.numel()]).tolist()
+                    alpha, beta = pi_damping_from_traces(ta, ts, lam)
+                    out.append((damped_inverse(eig["S_vecs"], ls, beta), damped_inverse(eig["A_vecs"], la, alpha)))
+                else:
+                    out.append((eig["S_vecs"], eig["A_vecs"], ls[:, None] * la[None, :] + lam))
+            else:
+                out.append((damped_inverse(eig["F_vecs"], eig["F_vals"], lam),))
+        self._inverse_cache = ((self.damping, str(self.damping_mode)), vals, out)
+        return out
+
+    def _blocked_layout(self, device: th.device) -> tuple[th.Tensor, th.Tensor, list[tuple[int, tuple[int, ...]]]]:
+        """The permutation of a flat P-vector that lays every block out as one contiguous matrix (a layer's
+        ``[W | b]`` row by row, a dense block's entries), its inverse, and each block's (start, shape)."""
+        key = str(device)
+        if key not in self._layouts:
+            index = th.arange(self.num_params)
+            parts, spans, start = [], [], 0
+            for block in self.blocks:
+                part = self._split(index, block)
+                parts.append(part.reshape(-1))
+                spans.append((start, tuple(part.shape)))
+                start += part.numel()
+            perm = th.cat(parts)
+            self._layouts[key] = (perm.to(device), th.argsort(perm).to(device), spans)
+        return self._layouts[key]
 
     def matrix(self, damped: bool = False) -> th.Tensor:
         """The dense ``P x P`` block-diagonal K-FAC matrix (tests and small nets only); ``damped=True``:

@@ -58,6 +58,12 @@ def momentum_update(velocity: th.Tensor | None, step: th.Tensor, momentum: float
     return momentum * velocity + (1.0 - momentum) * step
 
 
+def all_finite(x: th.Tensor) -> bool:
+    """Whether every entry of ``x`` is finite: one sum first (finite only if every entry is; a NaN or an
+    infinity makes it non-finite), the elementwise test only when the sum is not finite (it may overflow)."""
+    return math.isfinite(float(x.sum())) or bool(th.isfinite(x).all())
+
+
 def clip_by_norm(g: th.Tensor, max_norm: float | None) -> tuple[th.Tensor, float]:
     """``g * min(1, max_norm / |g|)`` and ``|g|`` (as ``torch.nn.utils.clip_grad_norm_``, on a flat vector;
     ``max_norm=None`` or ``<= 0``: no clipping)."""
