@@ -225,7 +225,6 @@ class ACKTR(NaturalOnPolicyAlgorithm):
             kfac = KFAC(self._head, **kwargs)
         self._state = UpdateState(kfac)
         self._one_backward = self._one_backward_plan(kfac)
-        self._kl_rows: tuple[int, th.Tensor] | None = None  # the batch size and the KL diagnostic's states
 
     def _one_backward_plan(self, kfac: KFAC) -> tuple[set[int], list[int], list[tuple[int, slice]]] | None:
         """For the one-backward update: the value's layers, the unfactored parameters whose gradient
@@ -254,7 +253,7 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         return [*state_dicts, "_state"], tensors
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_state", "_one_backward", "_kl_rows"]
+        return [*super()._excluded_save_params(), "_state", "_one_backward"]
 
     def _group_schedules(self) -> list[Schedule]:
         return [self.critic_lr_schedule]  # learning_rate is eta_max, not an optimizer rate
@@ -382,11 +381,7 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         """Mean true KL between the policy before and after the step, on at most 256 states of the
         batch (evenly spaced), so that the diagnostic costs a fraction of a forward pass."""
         n = z_old.shape[0]
-        idx: th.Tensor | slice = slice(None)
-        if n > 256:
-            if self._kl_rows is None or self._kl_rows[0] != n:  # the same states for every batch of n
-                self._kl_rows = (n, th.linspace(0, n - 1, 256, device=z_old.device).long())
-            idx = self._kl_rows[1]
+        idx = th.linspace(0, n - 1, min(n, 256), device=z_old.device).long() if n > 256 else slice(None)
         with th.no_grad():
             return float(self._head.dist.kl(take_rows(z_old, idx), self._head(index_obs(obs, idx))).mean())
 
