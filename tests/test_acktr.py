@@ -218,6 +218,24 @@ def test_failed_update_leaves_parameters_kfac_and_momentum_as_they_were(monkeypa
     assert "not finite" in model.logger.name_to_value["train/skip_reason"]
 
 
+def test_non_finite_factor_at_a_refresh_skips_the_step():
+    """A factor that is not finite when the inverses are refreshed (its eigendecomposition raised before)
+    gives a non-finite direction: the step is skipped and the parameters stay as they were."""
+    model = ACKTR(
+        "MlpPolicy", "CartPole-v1", n_steps=16, seed=0, device="cpu", inverse_update_freq=1, policy_kwargs={"net_arch": [8]}
+    )
+    model.learn(32)
+    kfac = model._state.kfac
+    kfac.factors[0] = {**kfac.factors[0], "A": th.full_like(kfac.factors[0]["A"], float("nan"))}
+    params_before = [p.detach().clone() for p in model.policy.parameters()]
+    _no_train_rollout(model)
+    model.train()  # folds the batch, refreshes every factor (inverse_update_freq=1), preconditions
+    for a, b in zip(params_before, model.policy.parameters(), strict=True):
+        assert th.equal(a, b)
+    assert model.logger.name_to_value["train/step_skipped"] == 1.0
+    assert "not finite" in model.logger.name_to_value["train/skip_reason"]
+
+
 @pytest.mark.parametrize("fisher", ["exact", "sample"])
 def test_loaded_model_resumes_exactly(fisher, tmp_path):
     """save/load carries the K-FAC factors, inverses and momentum: the next update of the loaded model

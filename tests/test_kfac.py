@@ -4,6 +4,7 @@ factor converging to the exact one, the damped product inverting its matrix, sav
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from sb3_natural.common.kfac import (
     output_factor,
     pi_damping,
     reachable_rows,
+    symmetric_eigh,
 )
 
 SINGLE_LAYER_KINDS = ["discrete", "box", "multidiscrete", "multibinary"]
@@ -498,3 +500,43 @@ def test_take_rows_and_index_obs_select_the_same_rows_as_indexing():
     got = index_obs({"a": t, "b": t[:, :1]}, th.tensor([4, 1]))
     th.testing.assert_close(got["a"], t[[4, 1]], rtol=0, atol=0)
     th.testing.assert_close(got["b"], t[[4, 1], :1], rtol=0, atol=0)
+
+
+def test_symmetric_eigh_takes_float64_where_float32_does_not_converge(monkeypatch):
+    """LAPACK's float32 eigh failing (simulated here) is retried in float64 and cast back; a factor that is
+    not finite gets NaN instead of an exception."""
+    g = th.Generator().manual_seed(0)
+    x = th.randn(5, 9, generator=g)
+    m = x.T @ x / 5  # rank 5 of 9
+    m[0, 1] += 1e-4  # not exactly symmetric: the symmetrized matrix is decomposed
+    real, dtypes = th.linalg.eigh, []
+
+    def flaky(a):
+        dtypes.append(a.dtype)
+        if a.dtype == th.float32:
+            raise th.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+        return real(a)
+
+    monkeypatch.setattr(th.linalg, "eigh", flaky)
+    vals, vecs = symmetric_eigh(m)
+    assert dtypes == [th.float32, th.float64]
+    assert vals.dtype == vecs.dtype == th.float32 and bool((vals >= 0).all())
+    sym = 0.5 * (m + m.T)
+    assert th.allclose((vecs * vals) @ vecs.T, sym, atol=1e-5)
+    bad = m.clone()
+    bad[2, 3] = float("nan")
+    vals, vecs = symmetric_eigh(bad)  # float32 "fails", float64 fails on the NaN: no exception
+    assert bool(vals.isnan().all()) and bool(vecs.isnan().all())
+
+
+def test_symmetric_eigh_on_a_cnn_factor_where_float32_lapack_fails():
+    """A CnnPolicy's last-convolution input factor (577 x 577, 16 samples, rank 16; stored as its 16
+    scaled eigenvectors) on which torch's float32 eigh raised with one thread (``refresh_inverses``
+    crashed ACKTR's update): the decomposition is taken anyway and reconstructs the factor."""
+    b = th.from_numpy(np.load(Path(__file__).parent / "data" / "kfac_conv_input_factor_rank16.npy"))
+    a = b @ b.T
+    vals, vecs = symmetric_eigh(a)
+    assert vals.dtype == th.float32 and bool((vals >= 0).all())
+    assert th.allclose((vecs * vals) @ vecs.T, a, atol=1e-5)
+    assert th.allclose(vecs.T @ vecs, th.eye(a.shape[0]), atol=1e-5)
+    assert int((vals > 1e-3 * vals.max()).sum()) == 16

@@ -205,6 +205,28 @@ def kron_matvec(a: th.Tensor, s: th.Tensor, v: th.Tensor) -> th.Tensor:
     return s @ v @ a
 
 
+def symmetric_eigh(m: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """``sym(M) = Q diag(l) Q^T`` of a K-FAC factor, ``sym(M) = (M + M^T) / 2``, eigenvalues clamped at 0
+    (the factor is PSD; rounding can leave its zero eigenvalues slightly negative).
+
+    LAPACK's float32 solver can fail to converge when most eigenvalues are (numerically) zero and
+    repeated: seen on a CnnPolicy's last convolution (a 577 x 577 input factor of 16 samples, rank 16,
+    92 rows zero after ReLU) with one torch thread. The decomposition is then taken in float64 and cast
+    back. A factor that is not finite gets NaN eigenvalues and vectors instead of an exception, so
+    the products with it are not finite either (ACKTR then rejects the step and restores K-FAC).
+    """
+    sym = 0.5 * (m + m.T)
+    try:
+        vals, vecs = th.linalg.eigh(sym)
+    except th.linalg.LinAlgError:
+        try:
+            vals64, vecs64 = th.linalg.eigh(sym.double())
+            vals, vecs = vals64.to(sym.dtype), vecs64.to(sym.dtype)
+        except th.linalg.LinAlgError:  # not finite (eigh converges on any finite symmetric float64 matrix)
+            vals, vecs = th.full_like(sym[0], float("nan")), th.full_like(sym, float("nan"))
+    return vals.clamp_min(0.0), vecs
+
+
 def pi_damping(a: th.Tensor, s: th.Tensor, damping: float) -> tuple[float, float]:
     """Factored Tikhonov damping (Martens & Grosse 2015, Sec. 6.3): ``(alpha, beta) = (pi sqrt(lambda),
     sqrt(lambda) / pi)`` with ``pi = sqrt((tr(A)/dim A) / (tr(S)/dim S))`` (pi = 1 when a trace is 0)."""
@@ -984,12 +1006,11 @@ class KFAC:
         self._fold(self.batch_factors(obs, generator, recorded))
 
     def refresh_inverses(self) -> None:
-        """Eigendecompositions of every factor (symmetrized; eigenvalues clamped at 0)."""
+        """Eigendecompositions of every factor (:func:`symmetric_eigh`: symmetrized, eigenvalues clamped at
+        0, float64 where float32 does not converge, NaN for a factor that is not finite)."""
         for stored, eig in zip(self.factors, self.eigen, strict=True):
             for key, value in stored.items():
-                sym = 0.5 * (value + value.T)
-                vals, vecs = th.linalg.eigh(sym)
-                eig[key + "_vals"], eig[key + "_vecs"] = vals.clamp_min(0.0), vecs
+                eig[key + "_vals"], eig[key + "_vecs"] = symmetric_eigh(value)
 
     # -------------------------------------------------------------- products
     @staticmethod
