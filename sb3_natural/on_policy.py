@@ -32,8 +32,10 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_natural.common.checks import (
     check_at_least_one,
+    check_bool,
     check_discount,
     check_finite_rollout,
+    check_int,
     check_rate,
     check_terminal_observations,
     nonfinite_observations_named,
@@ -80,12 +82,13 @@ class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, OnPolicyAlgorithm):
         kwargs["learning_rate"] = check_rate("learning_rate", kwargs["learning_rate"])
         check_at_least_one(n_steps=kwargs["n_steps"])
         check_discount(gamma=kwargs["gamma"], gae_lambda=kwargs["gae_lambda"])
+        check_bool(use_sde=kwargs.get("use_sde", False))
+        check_int(-1, sde_sample_freq=kwargs.get("sde_sample_freq", -1))  # -1: only at a rollout's start
         super().__init__(policy, env, **kwargs)
 
     @staticmethod
     def _check_critic_args(n_critic_updates: int, batch_size: int) -> None:
-        if int(n_critic_updates) < 0:
-            raise ValueError(f"n_critic_updates must be >= 0, got {n_critic_updates}")
+        check_int(0, n_critic_updates=n_critic_updates)
         check_at_least_one(batch_size=batch_size)
 
     # ------------------------------------------------------------------ setup

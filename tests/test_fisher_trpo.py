@@ -150,16 +150,16 @@ def test_same_seed_same_result():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"target_kl": 0.0}, "target_kl must be > 0"),
-        ({"cg_damping": -0.1}, "cg_damping must be >= 0"),
+        ({"target_kl": 0.0}, "target_kl must be a finite float > 0"),
+        ({"cg_damping": -0.1}, "cg_damping must be a finite float >= 0"),
         ({"fisher": "exact"}, "fisher must be one of"),
         ({"solver": "qr"}, "solver must be one of"),
         ({"kl_convention": "avg"}, "kl_convention must be one of"),
         ({"solver": "dense", "cg_damping": 0.0}, "cg_damping > 0"),
         ({"line_search_shrinking_factor": 1.5}, "line_search_shrinking_factor"),
-        ({"sub_sampling_factor": 0}, "sub_sampling_factor must be >= 1"),
+        ({"sub_sampling_factor": 0}, "sub_sampling_factor must be an int >= 1"),
         ({"learning_rate": 0.0}, "learning_rate must be a float"),
-        ({"n_critic_updates": -1}, "n_critic_updates must be >= 0"),
+        ({"n_critic_updates": -1}, "n_critic_updates must be an int >= 0"),
     ],
 )
 def test_invalid_arguments(kwargs, match):

@@ -11,7 +11,16 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
-from sb3_natural.common.checks import check_at_least_one, check_nonnegative, check_positive, check_rate, is_real
+from sb3_natural.common.checks import (
+    check_at_least_one,
+    check_bool,
+    check_int,
+    check_interval,
+    check_max_grad_norm,
+    check_nonnegative,
+    check_positive,
+    check_rate,
+)
 from sb3_natural.common.heads import index_obs, take_rows
 from sb3_natural.common.kfac import DAMPING_MODES, KFAC, LayerRows, value_parameters
 from sb3_natural.common.updates import all_finite, clip_by_norm, clipped_step_size, momentum_update
@@ -176,17 +185,14 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         if kfac_damping_mode not in DAMPING_MODES:
             raise ValueError(f"kfac_damping_mode must be one of {DAMPING_MODES}, got {kfac_damping_mode!r}")
         check_nonnegative(ent_coef=ent_coef, vf_coef=vf_coef)
-        if max_grad_norm is not None and not (is_real(max_grad_norm) and max_grad_norm >= 0):
-            raise ValueError(f"max_grad_norm must be a float >= 0 or None, got {max_grad_norm!r}")
+        check_max_grad_norm(max_grad_norm, allow_zero=True)  # 0 or None: no clipping
+        check_bool(normalize_advantage=normalize_advantage)
         check_positive(allow_none=True, target_kl=target_kl)
-        if not (is_real(momentum) and 0.0 <= momentum < 1.0):
-            raise ValueError(f"momentum must be a float in [0, 1), got {momentum!r}")
+        check_interval(0.0, 1.0, high_closed=False, momentum=momentum)
         check_positive(kfac_damping=kfac_damping, vf_fisher_coef=vf_fisher_coef)
-        if not (is_real(kfac_decay) and 0.0 <= kfac_decay < 1.0):
-            raise ValueError(f"kfac_decay must be a float in [0, 1), got {kfac_decay!r}")
+        check_interval(0.0, 1.0, high_closed=False, kfac_decay=kfac_decay)
         check_at_least_one(inverse_update_freq=inverse_update_freq)
-        if kfac_stats_samples is not None:
-            check_at_least_one(kfac_stats_samples=kfac_stats_samples)
+        check_int(1, allow_none=True, kfac_stats_samples=kfac_stats_samples)
         self._check_critic_args(n_critic_updates, batch_size)
         critic_learning_rate = check_rate("critic_learning_rate", critic_learning_rate)
         self.max_grad_norm = max_grad_norm  # type: ignore[assignment]  # None: no clipping

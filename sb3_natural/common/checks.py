@@ -73,44 +73,112 @@ def nonfinite_observations_named(last_obs: Callable[[], object]) -> Iterator[Non
         raise
 
 
-def check_at_least_one(**values: int) -> None:
-    """Raise ``ValueError`` naming the first argument that is below 1."""
-    for name, value in values.items():
-        if int(value) < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+class ArgumentTypeError(TypeError, ValueError):
+    """A constructor argument of the wrong type (a string for a number, a float for a count, None where
+    None is not accepted). A ``TypeError``, and a ``ValueError`` like every other bad argument of this
+    package, so that ``except ValueError`` catches every rejected argument."""
 
 
 def is_real(value: object) -> bool:
     """A real number (Python or numpy scalar), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def is_int(value: object) -> bool:
+    """An integer (Python or numpy), not a bool: what SB3 sizes buffers and loops with."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _is_finite_real(value: object) -> bool:
     return is_real(value) and math.isfinite(value)  # type: ignore[arg-type]
 
 
+def _reject(name: str, accepted: str, value: object, wrong_type: bool) -> None:
+    error = ArgumentTypeError if wrong_type else ValueError
+    raise error(f"{name} must be {accepted}, got {value!r}")
+
+
+def check_int(minimum: int = 1, allow_none: bool = False, **values: object) -> None:
+    """Raise naming the first argument that is not an int >= ``minimum`` (or None, where ``allow_none``);
+    a float, even 10.0, is refused: SB3 sizes its buffers and loops with these."""
+    _check_ints(minimum, allow_none, values)
+
+
+def _check_ints(minimum: int, allow_none: bool, values: dict[str, object]) -> None:
+    accepted = f"an int >= {minimum}{' or None' if allow_none else ''}"
+    for name, value in values.items():
+        if value is None and allow_none:
+            continue
+        if not is_int(value):
+            _reject(name, accepted, value, wrong_type=True)
+        if value < minimum:  # type: ignore[operator]
+            _reject(name, accepted, value, wrong_type=False)
+
+
+def check_at_least_one(**values: object) -> None:
+    """Raise naming the first argument that is not an int >= 1."""
+    _check_ints(1, False, values)
+
+
+def check_bool(**values: object) -> None:
+    """Raise naming the first argument that is not True or False (a Python or numpy bool)."""
+    for name, value in values.items():
+        if not isinstance(value, (bool, np.bool_)):
+            _reject(name, "True or False", value, wrong_type=True)
+
+
+def check_interval(low: float, high: float, low_closed: bool = True, high_closed: bool = True, **values: object) -> None:
+    """Raise naming the first argument that is not a real number in the interval (``[low, high]``,
+    ``(low, high)`` or half-open, by ``low_closed`` / ``high_closed``); NaN is in no interval."""
+    _check_intervals(low, high, low_closed, high_closed, values)
+
+
+def _check_intervals(low: float, high: float, low_closed: bool, high_closed: bool, values: dict[str, object]) -> None:
+    accepted = f"a float in {'[' if low_closed else '('}{low}, {high}{']' if high_closed else ')'}"
+    for name, value in values.items():
+        if not is_real(value):
+            _reject(name, accepted, value, wrong_type=True)
+        v = float(value)  # type: ignore[arg-type]
+        above = v >= low if low_closed else v > low
+        below = v <= high if high_closed else v < high
+        if not (above and below):
+            _reject(name, accepted, value, wrong_type=False)
+
+
 def check_positive(allow_none: bool = False, **values: float | None) -> None:
     """Raise ``ValueError`` naming the first argument that is not a finite number > 0 (or None, where
     ``allow_none``)."""
+    accepted = f"a finite float > 0{' or None' if allow_none else ''}"
     for name, value in values.items():
         if value is None and allow_none:
             continue
         if not (_is_finite_real(value) and value > 0):  # type: ignore[operator]
-            raise ValueError(f"{name} must be a finite float > 0{' or None' if allow_none else ''}, got {value!r}")
+            _reject(name, accepted, value, wrong_type=not is_real(value))
 
 
 def check_nonnegative(**values: float) -> None:
     """Raise ``ValueError`` naming the first argument that is not a finite number >= 0."""
     for name, value in values.items():
         if not (_is_finite_real(value) and value >= 0):
-            raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+            _reject(name, "a finite float >= 0", value, wrong_type=not is_real(value))
+
+
+def check_max_grad_norm(value: object, allow_zero: bool = False) -> None:
+    """Raise naming ``max_grad_norm`` unless it is None (no clipping), a float > 0 (``inf``: no
+    clipping) or, where ``allow_zero``, 0 (no clipping)."""
+    accepted = f"a float {'>=' if allow_zero else '>'} 0 or None"
+    if value is None:
+        return
+    if not is_real(value):
+        _reject("max_grad_norm", accepted, value, wrong_type=True)
+    v = float(value)  # type: ignore[arg-type]
+    if math.isnan(v) or v < 0 or (v == 0 and not allow_zero):
+        _reject("max_grad_norm", accepted, value, wrong_type=False)
 
 
 def check_discount(**values: float) -> None:
-    """Raise ``ValueError`` naming the first factor (gamma, gae_lambda) outside [0, 1]."""
-    for name, value in values.items():
-        if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {value}")
+    """Raise ``ValueError`` naming the first factor (gamma, gae_lambda) that is not a float in [0, 1]."""
+    _check_intervals(0.0, 1.0, True, True, dict(values))
 
 
 def check_rate(name: str, value: float | Callable[[float], float]) -> float | Callable[[float], float]:

@@ -8,7 +8,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
-from sb3_natural.common.checks import check_at_least_one
+from sb3_natural.common.checks import check_at_least_one, check_bool, check_interval, check_nonnegative, check_positive
 from sb3_natural.common.fisher import AnalyticFVP, DirectFVP, dense_fisher
 from sb3_natural.common.heads import index_obs
 from sb3_natural.common.solvers import conjugate_gradient, dense_solve
@@ -150,14 +150,13 @@ class FisherTRPO(NaturalOnPolicyAlgorithm):
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         if kl_convention not in KL_CONVENTIONS:
             raise ValueError(f"kl_convention must be one of {KL_CONVENTIONS}, got {kl_convention!r}")
-        if not target_kl > 0:
-            raise ValueError(f"target_kl must be > 0, got {target_kl}")
-        if cg_damping < 0:
-            raise ValueError(f"cg_damping must be >= 0, got {cg_damping}")
+        check_positive(target_kl=target_kl)
+        check_nonnegative(cg_damping=cg_damping)
+        check_bool(normalize_advantage=normalize_advantage)
         if solver == "dense" and cg_damping == 0:
             raise ValueError("solver='dense' needs cg_damping > 0 (the Fisher of a network is singular)")
-        if not 0.0 < line_search_shrinking_factor < 1.0:
-            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor}")
+        shrink = line_search_shrinking_factor
+        check_interval(0.0, 1.0, low_closed=False, high_closed=False, line_search_shrinking_factor=shrink)
         check_at_least_one(
             cg_max_steps=cg_max_steps, line_search_max_iter=line_search_max_iter, sub_sampling_factor=sub_sampling_factor
         )

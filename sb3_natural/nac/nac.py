@@ -10,7 +10,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 
-from sb3_natural.common.checks import check_at_least_one, check_positive, check_rate
+from sb3_natural.common.checks import check_at_least_one, check_bool, check_nonnegative, check_positive, check_rate
 from sb3_natural.common.fisher import AnalyticFVP, EmpiricalFVP
 from sb3_natural.common.gram import gram_least_squares, score_gram, score_products, weighted_score_sum
 from sb3_natural.common.scores import empty_output, per_sample_scores
@@ -154,10 +154,9 @@ class NAC(NaturalOnPolicyAlgorithm):
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         if fisher not in FISHERS:
             raise ValueError(f"fisher must be one of {FISHERS}, got {fisher!r}")
-        if not ridge > 0:
-            raise ValueError(f"ridge must be > 0, got {ridge}")
-        if target_kl is not None and not target_kl > 0:
-            raise ValueError(f"target_kl must be > 0 or None, got {target_kl}")
+        check_positive(ridge=ridge)
+        check_positive(allow_none=True, target_kl=target_kl)
+        check_bool(normalize_advantage=normalize_advantage, discount_weighting=discount_weighting)
         check_at_least_one(cg_max_steps=cg_max_steps, sgd_epochs=sgd_epochs, sgd_batch_size=sgd_batch_size)
         self._check_critic_args(n_critic_updates, batch_size)
         if discount_weighting and solver == "cg" and fisher == "analytic":
@@ -167,10 +166,8 @@ class NAC(NaturalOnPolicyAlgorithm):
             )
         critic_learning_rate = check_rate("critic_learning_rate", critic_learning_rate)
         check_positive(sgd_learning_rate=sgd_learning_rate)  # a float: compatible_sgd takes no schedule
-        if not cg_residual_tol >= 0:
-            raise ValueError(f"cg_residual_tol must be >= 0, got {cg_residual_tol}")
-        if not isinstance(cg_warm_start, (bool, np.bool_)):
-            raise ValueError(f"cg_warm_start must be True or False, got {cg_warm_start!r}")
+        check_nonnegative(cg_residual_tol=cg_residual_tol)
+        check_bool(cg_warm_start=cg_warm_start)
         self.batch_size = batch_size
         self.n_critic_updates = n_critic_updates
         self.critic_learning_rate = critic_learning_rate

@@ -12,7 +12,15 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_natural.common.checks import check_finite_observations, check_finite_rewards, check_rate
+from sb3_natural.common.checks import (
+    check_bool,
+    check_finite_observations,
+    check_finite_rewards,
+    check_int,
+    check_max_grad_norm,
+    check_nonnegative,
+    check_rate,
+)
 from sb3_natural.common.returns import Episode, EpisodeStore, episode_weights
 from sb3_natural.common.updates import normalize_advantages
 from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
@@ -96,8 +104,8 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
-        if n_episodes is not None and n_episodes < 1:
-            raise ValueError(f"n_episodes must be >= 1 or None, got {n_episodes}")
+        check_int(1, allow_none=True, n_episodes=n_episodes)
+        check_max_grad_norm(max_grad_norm)  # before SB3 stores it (None: no clipping)
         super().__init__(
             policy,
             env,
@@ -125,10 +133,8 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
             raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
         if loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm}")
-        if ent_coef < 0:
-            raise ValueError(f"ent_coef must be >= 0, got {ent_coef}")
+        check_nonnegative(ent_coef=ent_coef)
+        check_bool(reward_to_go=reward_to_go, normalize_returns=normalize_returns)
         critic_learning_rate = check_rate("critic_learning_rate", critic_learning_rate)
         self._check_critic_args(n_critic_updates, batch_size)
         self.n_episodes = n_episodes

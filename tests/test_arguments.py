@@ -1,0 +1,136 @@
+"""Bad constructor arguments: every number, count and flag of every on-policy class is checked up front,
+with an error that names the argument and the accepted values (not an ``int()``/``float()`` error from
+deep inside SB3, and never a NaN in the parameters later)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import numpy as np
+import pytest
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_natural import ACKTR, NAC, REINFORCE, FisherTRPO
+from sb3_natural.common import checks
+
+ON_POLICY = [NAC, FisherTRPO, REINFORCE, ACKTR]
+# SB3's own arguments, passed through unchanged (SB3 checks or ignores them), and the ones that are objects
+NOT_NUMBERS = {"policy", "env", "stats_window_size", "tensorboard_log", "policy_kwargs", "verbose", "seed", "device"}
+NOT_NUMBERS |= {"_init_setup_model", "rollout_buffer_class", "rollout_buffer_kwargs"}
+
+
+def _numeric_arguments(cls: type) -> list[tuple[str, object]]:
+    """(name, default) of every constructor argument whose default is a bool, an int or a float."""
+    found = []
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name in NOT_NUMBERS or name == "self" or p.default is inspect.Parameter.empty:
+            continue
+        if isinstance(p.default, (bool, int, float)):
+            found.append((name, p.default))
+    return found
+
+
+def _bad_values(default: object) -> list[object]:
+    if isinstance(default, bool):
+        return ["yes", 1.5, None]
+    if isinstance(default, int):
+        return ["8", 2.5, 4.0, True, float("nan")]
+    return ["0.1", float("nan"), [0.1]]
+
+
+CASES = [
+    pytest.param(cls, name, bad, id=f"{cls.__name__}-{name}-{bad!r}")
+    for cls in ON_POLICY
+    for name, default in _numeric_arguments(cls)
+    for bad in _bad_values(default)
+]
+
+
+@pytest.fixture(scope="module")
+def vec_env():
+    return make_vec_env("Pendulum-v1", n_envs=1, seed=0)
+
+
+def test_the_table_covers_every_class_argument_kind():
+    names = {cls.__name__: {name for name, _ in _numeric_arguments(cls)} for cls in ON_POLICY}
+    assert {"n_steps", "gamma", "use_sde", "sde_sample_freq"} <= names["ACKTR"]
+    assert {"kfac_decay", "momentum", "inverse_update_freq", "normalize_advantage"} <= names["ACKTR"]
+    assert {"ridge", "cg_residual_tol", "discount_weighting", "cg_warm_start"} <= names["NAC"]
+    assert {"line_search_shrinking_factor", "sub_sampling_factor", "cg_damping"} <= names["FisherTRPO"]
+    assert {"reward_to_go", "normalize_returns", "ent_coef", "max_grad_norm"} <= names["REINFORCE"]
+
+
+@pytest.mark.parametrize("cls, name, bad", CASES)
+def test_bad_type_or_value_is_refused_naming_the_argument(cls, name, bad, vec_env):
+    with pytest.raises(ValueError, match=rf"^{name} must be "):
+        cls("MlpPolicy", vec_env, **{name: bad})
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (NAC, {"target_kl": math.inf}),  # a step of infinite length: NaN parameters before this check
+        (NAC, {"ridge": math.inf}),
+        (FisherTRPO, {"target_kl": None}),  # FisherTRPO's line search needs a KL bound
+        (FisherTRPO, {"cg_damping": math.nan}),
+        (REINFORCE, {"ent_coef": math.inf}),  # inf * entropy gradient: NaN parameters before this check
+        (REINFORCE, {"n_episodes": math.inf}),
+        (REINFORCE, {"max_grad_norm": math.nan}),
+        (ACKTR, {"kfac_stats_samples": 512.0}),
+        (ACKTR, {"sde_sample_freq": -2}),
+    ],
+)
+def test_values_that_used_to_pass_unchecked(cls, kwargs, vec_env):
+    (name,) = kwargs
+    with pytest.raises(ValueError, match=rf"^{name} must be "):
+        cls("MlpPolicy", vec_env, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (NAC, {"n_steps": np.int64(32), "gamma": 1, "normalize_advantage": np.bool_(False), "target_kl": None}),
+        (FisherTRPO, {"cg_damping": 0, "batch_size": np.int32(16), "n_steps": 32}),
+        (REINFORCE, {"max_grad_norm": math.inf, "n_episodes": None, "ent_coef": 0}),
+        (ACKTR, {"max_grad_norm": 0, "momentum": 0, "kfac_decay": 0.0, "sde_sample_freq": 0, "kfac_stats_samples": None}),
+    ],
+)
+def test_numpy_scalars_ints_for_floats_and_documented_special_values_are_accepted(cls, kwargs, vec_env):
+    model = cls("MlpPolicy", vec_env, seed=0, **kwargs)
+    for name, value in kwargs.items():
+        if name in ("n_steps", "batch_size", "gamma", "target_kl", "n_episodes", "kfac_stats_samples", "momentum"):
+            assert getattr(model, name) == value
+
+
+def test_argument_type_error_is_both_a_type_and_a_value_error():
+    with pytest.raises(checks.ArgumentTypeError) as info:
+        checks.check_int(1, n_steps="8")
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
+    assert str(info.value) == "n_steps must be an int >= 1, got '8'"
+    with pytest.raises(ValueError) as low:
+        checks.check_int(1, n_steps=0)
+    assert not isinstance(low.value, TypeError)  # the right type, a value out of range
+
+
+@pytest.mark.parametrize(
+    "check, good, bad",
+    [
+        (lambda v: checks.check_int(0, x=v), [0, 7, np.int64(3), np.uint8(2)], [-1, 1.0, True, np.bool_(True), None, "1"]),
+        (lambda v: checks.check_int(1, allow_none=True, x=v), [None, 1], [0, 0.5]),
+        (lambda v: checks.check_bool(x=v), [True, False, np.bool_(True)], [1, 0, "True", None, 1.0]),
+        (lambda v: checks.check_interval(0.0, 1.0, x=v), [0, 1, 0.5, np.float32(0.25)], [-0.1, 1.1, math.nan, "0.5", None]),
+        (lambda v: checks.check_interval(0.0, 1.0, low_closed=False, high_closed=False, x=v), [0.5, 1e-9], [0.0, 1.0]),
+        (lambda v: checks.check_interval(0.0, 1.0, high_closed=False, x=v), [0.0, 0.999], [1.0]),
+        (lambda v: checks.check_max_grad_norm(v), [None, 0.5, math.inf, 3], [0.0, -1.0, math.nan, "0.5"]),
+        (lambda v: checks.check_max_grad_norm(v, allow_zero=True), [0, 0.0], [-1e-9]),
+        (lambda v: checks.check_positive(x=v), [1e-12, 3], [0, -1, math.inf, math.nan, None, "1"]),
+        (lambda v: checks.check_nonnegative(x=v), [0, 2.5], [-1e-12, math.inf, math.nan, None]),
+    ],
+)
+def test_checks_accept_and_refuse(check, good, bad):
+    for value in good:
+        check(value)
+    for value in bad:
+        with pytest.raises(ValueError, match="must be"):
+            check(value)
