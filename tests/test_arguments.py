@@ -134,3 +134,61 @@ def test_checks_accept_and_refuse(check, good, bad):
     for value in bad:
         with pytest.raises(ValueError, match="must be"):
             check(value)
+
+
+def _pure_function_calls():
+    """(id, call, argument named in the error) for the public pure functions of ``sb3_natural.common``."""
+    import torch as th
+    from stable_baselines3 import PPO
+
+    import sb3_natural.common as c
+
+    th.manual_seed(0)
+    policy = PPO("MlpPolicy", "Pendulum-v1", policy_kwargs={"net_arch": [8]}, seed=0, device="cpu").policy
+    obs, actions, adv = th.randn(12, 3), th.randn(12, 1), th.randn(12)
+    scores = c.per_sample_scores(policy, obs, actions)
+    fisher = c.empirical_fisher(scores)
+    g = th.randn(scores.shape[1])
+
+    def matvec(v):
+        return fisher @ v + 1e-3 * v
+
+    return [
+        ("analytic_fvp_nan", lambda: c.AnalyticFVP(policy, obs, damping=math.nan), "damping"),
+        ("direct_fvp_str", lambda: c.DirectFVP(policy, obs, damping="0.1"), "damping"),
+        ("empirical_fvp_inf", lambda: c.EmpiricalFVP(policy, obs, actions, damping=math.inf), "damping"),
+        ("dense_solve_nan", lambda: c.dense_solve(fisher, g, damping=math.nan), "damping"),
+        ("dual_solve_n0", lambda: c.dual_solve(scores, g, 1e-3, 0), "n"),
+        ("dual_solve_n_float", lambda: c.dual_solve(scores, g, 1e-3, 2.5), "n"),
+        ("dual_solve_nan", lambda: c.dual_solve(scores, g, math.nan, 12), "damping"),
+        ("cg_max_iter_float", lambda: c.conjugate_gradient(matvec, g, max_iter=2.5), "max_iter"),
+        ("cg_tol_negative", lambda: c.conjugate_gradient(matvec, g, residual_tol=-1.0), "residual_tol"),
+        ("cg_tol_nan", lambda: c.conjugate_gradient(matvec, g, residual_tol=math.nan), "residual_tol"),
+        ("cg_x0_shape", lambda: c.conjugate_gradient(matvec, g, x0=th.zeros(g.shape[0] + 1)), "x0"),
+        ("lstsq_ridge_nan", lambda: c.compatible_least_squares(scores, adv, math.nan), "ridge"),
+        ("lstsq_ridge_none", lambda: c.compatible_least_squares(scores, adv, None), "ridge"),
+        ("lstsq_weights_negative", lambda: c.compatible_least_squares(scores, adv, 1e-3, weights=-th.ones(12)), "weights"),
+        (
+            "lstsq_weights_nan",
+            lambda: c.compatible_least_squares(scores, adv, 1e-3, weights=th.full((12,), math.nan)),
+            "weights",
+        ),
+        ("gram_weights_negative", lambda: c.gram_least_squares(scores @ scores.T, adv, 1e-3, weights=-th.ones(12)), "weights"),
+        ("gram_weights_shape", lambda: c.gram_least_squares(scores @ scores.T, adv, 1e-3, weights=th.ones(5)), "weights"),
+        ("gram_ridge_nan", lambda: c.gram_least_squares(scores @ scores.T, adv, math.nan), "ridge"),
+        ("scores_chunk_float", lambda: c.per_sample_scores(policy, obs, actions, chunk_size=2.5), "chunk_size"),
+        ("scores_chunk_str", lambda: c.per_sample_scores(policy, obs, actions, chunk_size="4"), "chunk_size"),
+        ("kfac_freq_float", lambda: c.KFAC(policy, inverse_update_freq=2.5), "inverse_update_freq"),
+        ("kfac_stats_float", lambda: c.KFAC(policy, stats_samples=3.0), "stats_samples"),
+        ("kfac_decay_nan", lambda: c.KFAC(policy, decay=math.nan), "decay"),
+        ("squash_eps", lambda: c.OutputDistribution("diag_gaussian", (2,), squash=True, squash_eps=-1.0), "squash_eps"),
+    ]
+
+
+PURE_CALLS = _pure_function_calls()
+
+
+@pytest.mark.parametrize("call, name", [pytest.param(f, n, id=i) for i, f, n in PURE_CALLS])
+def test_pure_functions_refuse_bad_arguments_naming_them(call, name):
+    with pytest.raises(ValueError, match=rf"^{name} must "):
+        call()

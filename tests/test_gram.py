@@ -141,7 +141,7 @@ def test_bad_inputs():
     head, obs, actions = _batch("discrete", "mlp")
     with pytest.raises(ValueError, match="beta must have shape"):
         weighted_score_sum(head, obs, actions, th.ones(3, dtype=th.float64))
-    with pytest.raises(ValueError, match="ridge > 0"):
+    with pytest.raises(ValueError, match="ridge must be a finite float > 0"):
         gram_least_squares(th.eye(10, dtype=th.float64), th.ones(10, dtype=th.float64), 0.0)
     eye, ones = th.eye(10, dtype=th.float64), th.ones(10, dtype=th.float64)
     with pytest.raises(ValueError, match=r"method must be one of \('cg', 'cholesky'\), got 'lu'"):

@@ -268,7 +268,7 @@ def test_value_head_gauss_newton_factors():
         ({"mode": "empirical"}, "mode must be one of"),
         ({"damping": 0.0}, "damping must be"),
         ({"damping_mode": "tikhonov"}, "damping_mode must be one of"),
-        ({"decay": 1.0}, "decay must be in"),
+        ({"decay": 1.0}, "decay must be a float in"),
         ({"inverse_update_freq": 0}, "inverse_update_freq must be"),
     ],
 )

@@ -69,7 +69,7 @@ def test_solver_argument_errors():
         dense_solve(th.zeros(3, 3), th.ones(3), 0.0)
     with pytest.raises(ValueError, match="damping"):
         dense_solve(th.eye(3), th.ones(3), -1.0)
-    with pytest.raises(ValueError, match="damping > 0"):
+    with pytest.raises(ValueError, match="damping must be a finite float > 0"):
         dual_solve(th.ones(2, 3), th.ones(3), 0.0, 2)
     with pytest.raises(ValueError, match="method"):
         compatible_least_squares(th.ones(3, 2), th.ones(3), 0.1, method="qr")  # type: ignore[arg-type]

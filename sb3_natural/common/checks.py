@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
+import torch as th
 
 
 def check_finite_rewards(rewards: np.ndarray) -> None:
@@ -174,6 +175,17 @@ def check_max_grad_norm(value: object, allow_zero: bool = False) -> None:
     v = float(value)  # type: ignore[arg-type]
     if math.isnan(v) or v < 0 or (v == 0 and not allow_zero):
         _reject("max_grad_norm", accepted, value, wrong_type=False)
+
+
+def check_weights(weights: th.Tensor | None, n: int) -> None:
+    """Raise naming ``weights`` unless it is None or a finite, non-negative tensor of shape ``[n]``
+    (per-sample weights ``c_i`` of a least-squares fit: ``sqrt(c_i)`` scales sample ``i``)."""
+    if weights is None:
+        return
+    if not isinstance(weights, th.Tensor):
+        _reject("weights", f"a finite non-negative tensor of shape [{n}] or None", weights, wrong_type=True)
+    if tuple(weights.shape) != (n,) or not bool(th.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError(f"weights must be a finite non-negative tensor of shape [{n}], got shape {tuple(weights.shape)}")
 
 
 def check_discount(**values: float) -> None:

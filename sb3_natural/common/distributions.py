@@ -46,6 +46,8 @@ from typing import Literal
 import torch as th
 import torch.nn.functional as F
 
+from sb3_natural.common.checks import check_positive
+
 Kind = Literal["categorical", "multi_categorical", "bernoulli", "diag_gaussian"]
 KLConvention = Literal["sum", "mean"]
 
@@ -88,6 +90,7 @@ class OutputDistribution:
             raise ValueError(f"kind {self.kind!r} takes a single action dimension, got {self.action_dims}")
         if self.squash and self.kind != "diag_gaussian":
             raise ValueError("squash=True is only meaningful for kind='diag_gaussian'")
+        check_positive(squash_eps=self.squash_eps)
 
     # ------------------------------------------------------------------ shapes
     @property

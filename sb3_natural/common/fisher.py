@@ -30,6 +30,7 @@ from typing import Any
 
 import torch as th
 
+from sb3_natural.common.checks import check_nonnegative
 from sb3_natural.common.distributions import KLConvention
 from sb3_natural.common.heads import ActorHead, Obs
 from sb3_natural.common.scores import ScoreMethod, as_head, batch_size_of, per_sample_grads
@@ -93,8 +94,7 @@ class AnalyticFVP:
         z: th.Tensor | None = None,
     ) -> None:
         head, obs_t, n = _prepare(policy, obs)
-        if damping < 0:
-            raise ValueError(f"damping must be >= 0, got {damping}")
+        check_nonnegative(damping=damping)
         self.head, self.n, self.damping = head, n, float(damping)
         self.scale = head.dist.kl_scale(kl_convention) / n
         with th.enable_grad():
@@ -128,8 +128,7 @@ class EmpiricalFVP:
         scores: th.Tensor | None = None,
     ) -> None:
         head, obs_t, n = _prepare(policy, obs)
-        if damping < 0:
-            raise ValueError(f"damping must be >= 0, got {damping}")
+        check_nonnegative(damping=damping)
         self.head, self.n, self.damping = head, n, float(damping)
         self.scores = scores
         if scores is not None:
@@ -159,8 +158,7 @@ class DirectFVP:
 
     def __init__(self, policy: Any, obs: Any, kl_convention: KLConvention = "sum", damping: float = 0.0) -> None:
         head, obs_t, n = _prepare(policy, obs)
-        if damping < 0:
-            raise ValueError(f"damping must be >= 0, got {damping}")
+        check_nonnegative(damping=damping)
         self.head, self.n, self.damping = head, n, float(damping)
         with th.enable_grad():
             z = head(obs_t)

@@ -19,6 +19,7 @@ And ``Psi^T beta = grad_theta sum_i beta_i log pi(a_i|s_i)`` is ONE backward pas
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,7 +27,7 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-from sb3_natural.common.checks import check_positive
+from sb3_natural.common.checks import check_int, check_positive, check_weights
 from sb3_natural.common.scores import batch_size_of, hookable_layers, per_sample_param_grads, prepare_batch, record_layers
 from sb3_natural.common.solvers import conjugate_gradient
 
@@ -208,13 +209,12 @@ def gram_least_squares(
     n = gram.shape[0]
     if gram.shape != (n, n) or advantages.shape != (n,):
         raise ValueError(f"gram must be [N, N] and advantages [N], got {tuple(gram.shape)} and {tuple(advantages.shape)}")
-    if not ridge > 0:
-        raise ValueError(f"the dual form needs ridge > 0, got {ridge}")
+    check_positive(ridge=ridge)  # the dual form needs ridge > 0
     if method not in ("cg", "cholesky"):
         raise ValueError(f"method must be one of ('cg', 'cholesky'), got {method!r}")
     check_positive(allow_none=True, rtol=rtol)
-    if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1):
-        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+    check_int(1, allow_none=True, max_iter=max_iter)
+    check_weights(weights, n)
     system = gram if overwrite else gram.clone()
     sw = None
     if weights is not None:
@@ -228,11 +228,13 @@ def gram_least_squares(
         b_norm = float(rhs.norm())
         if b_norm == 0.0:
             return GramSolution(th.zeros_like(rhs), "cg", 0, 0.0)
-        res = conjugate_gradient(
-            lambda v: system @ v, rhs, max_iter=min(n, max_iter or max(50, n // 16)), residual_tol=(tol * b_norm) ** 2
-        )
-        iterations = res.iterations
-        if res.converged and not res.breakdown:
+        res = None
+        if math.isfinite(b_norm):  # a NaN/inf right-hand side goes to the Cholesky path (and gives NaN)
+            res = conjugate_gradient(
+                lambda v: system @ v, rhs, max_iter=min(n, max_iter or max(50, n // 16)), residual_tol=(tol * b_norm) ** 2
+            )
+            iterations = res.iterations
+        if res is not None and res.converged and not res.breakdown:
             residual = float((rhs - system @ res.x).norm()) / b_norm  # the recurrence's residual drifts in float32
             if residual <= _ACCEPT * tol:
                 return GramSolution(res.x if sw is None else sw * res.x, "cg", iterations, residual)

@@ -70,7 +70,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
 from torch import nn
 
-from sb3_natural.common.checks import check_positive
+from sb3_natural.common.checks import check_at_least_one, check_int, check_interval, check_positive
 from sb3_natural.common.distributions import KLConvention
 from sb3_natural.common.heads import ActorHead, Obs, slot_aliases, take_rows
 from sb3_natural.common.scores import Layer, LayerRecord, hookable_layers, per_sample_param_grads, record_layers
@@ -707,10 +707,8 @@ class KFAC:
         if damping_mode not in DAMPING_MODES:
             raise ValueError(f"damping_mode must be one of {DAMPING_MODES}, got {damping_mode!r}")
         check_positive(damping=damping)
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {decay!r}")
-        if int(inverse_update_freq) < 1:
-            raise ValueError(f"inverse_update_freq must be >= 1, got {inverse_update_freq!r}")
+        check_interval(0.0, 1.0, high_closed=False, decay=decay)
+        check_at_least_one(inverse_update_freq=inverse_update_freq)
         if _target is None:
             head = target if isinstance(target, ActorHead) else ActorHead(target)
             _target = _actor_target(head, kl_convention)
@@ -718,8 +716,7 @@ class KFAC:
         self.params = self._t.params
         self.mode, self.damping, self.damping_mode = mode, float(damping), damping_mode
         self.decay, self.inverse_update_freq = float(decay), int(inverse_update_freq)
-        if stats_samples is not None and int(stats_samples) < 1:
-            raise ValueError(f"stats_samples must be >= 1 or None, got {stats_samples!r}")
+        check_int(1, allow_none=True, stats_samples=stats_samples)
         self.stats_samples = None if stats_samples is None else int(stats_samples)
         self._stats_cache: dict[tuple[int, int, str], th.Tensor] = {}
         self.numels = [p.numel() for p in self.params]

@@ -37,6 +37,7 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
+from sb3_natural.common.checks import check_int
 from sb3_natural.common.heads import ActorHead, Obs, index_obs
 
 ScoreMethod = Literal["layerwise", "vmap", "loop"]
@@ -136,8 +137,7 @@ def per_sample_grads(
     """
     if method not in SCORE_METHODS:
         raise ValueError(f"method must be one of {SCORE_METHODS}, got {method!r}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
+    check_int(1, allow_none=True, chunk_size=chunk_size)
     n = batch_size_of(obs)
     dtype, device = head.params[0].dtype, head.params[0].device
     if out is None:

@@ -19,6 +19,8 @@ from typing import Literal
 
 import torch as th
 
+from sb3_natural.common.checks import check_int, check_nonnegative, check_positive, check_weights
+
 LstsqMethod = Literal["auto", "primal", "dual"]
 
 
@@ -63,10 +65,12 @@ def conjugate_gradient(
     :param residual_tol: tolerance on the squared residual norm
     :param x0: initial guess (zeros by default); warm starts save iterations
     """
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    check_int(1, max_iter=max_iter)
+    check_nonnegative(residual_tol=residual_tol)
     if b.dim() != 1:
         raise ValueError(f"b must be a vector, got shape {tuple(b.shape)}")
+    if x0 is not None and x0.shape != b.shape:
+        raise ValueError(f"x0 must have the shape of b, {tuple(b.shape)}, got {tuple(x0.shape)}")
     if x0 is None:
         x = th.zeros_like(b)
         r = b.clone()
@@ -105,8 +109,7 @@ def dense_solve(fisher: th.Tensor, g: th.Tensor, damping: float = 0.0) -> th.Ten
     p = g.shape[0]
     if fisher.shape != (p, p) or g.dim() != 1:
         raise ValueError(f"fisher must be [P, P] and g a P-vector, got {tuple(fisher.shape)} and {tuple(g.shape)}")
-    if damping < 0:
-        raise ValueError(f"damping must be >= 0, got {damping}")
+    check_nonnegative(damping=damping)
     a = fisher + damping * th.eye(p, dtype=fisher.dtype, device=fisher.device)
     chol, info = th.linalg.cholesky_ex(a)
     if int(info) != 0:
@@ -126,8 +129,8 @@ def dual_solve(rows: th.Tensor, g: th.Tensor, damping: float, n: int) -> th.Tens
     :param damping: lambda > 0 (the identity needs it)
     :param n: the N in ``F = L^T L / N``
     """
-    if damping <= 0:
-        raise ValueError(f"dual_solve needs damping > 0, got {damping}")
+    check_positive(damping=damping)  # dual_solve needs damping > 0: the identity of the dual form
+    check_int(1, n=n)
     if rows.dim() != 2 or g.dim() != 1 or rows.shape[1] != g.shape[0]:
         raise ValueError(f"rows must be [m, P] and g a P-vector, got {tuple(rows.shape)} and {tuple(g.shape)}")
     m = rows.shape[0]
@@ -163,12 +166,10 @@ def compatible_least_squares(
         raise ValueError(f"scores must be [N, P] and advantages [N], got {tuple(scores.shape)} and {tuple(advantages.shape)}")
     if method not in ("auto", "primal", "dual"):
         raise ValueError(f"method must be 'auto', 'primal' or 'dual', got {method!r}")
-    if ridge < 0:
-        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    check_nonnegative(ridge=ridge)
     n, p = scores.shape
+    check_weights(weights, n)
     if weights is not None:
-        if weights.shape != (n,) or bool((weights < 0).any()):
-            raise ValueError("weights must be a non-negative [N] tensor")
         sw = weights.sqrt()
         scores, advantages = scores * sw[:, None], advantages * sw
     if method == "auto":
