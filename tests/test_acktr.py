@@ -432,3 +432,11 @@ def test_one_backward_path_with_separate_cnns(fisher, monkeypatch):
         th.testing.assert_close(f_fast["A"], f_two["A"], rtol=1e-4, atol=1e-6)
         if fisher == "exact":  # "sample" draws differ between the paths (rollout actions, fresh ones)
             th.testing.assert_close(f_fast["S"], f_two["S"], rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_sample_fisher_on_cuda(env_id):
+    model = ACKTR("MlpPolicy", env_id, n_steps=16, fisher="sample", device="cuda", seed=0)
+    model.learn(64)
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())

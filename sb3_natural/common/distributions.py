@@ -184,8 +184,16 @@ class OutputDistribution:
         return th.tanh(mean) if self.squash else mean
 
     def sample(self, z: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
-        """Actions drawn from pi(.|z_i), one per sample, shaped as SB3 returns them."""
-        z = z.detach()
+        """Actions drawn from pi(.|z_i), one per sample, shaped as SB3 returns them.
+
+        The draws are made on the ``generator``'s device (this package seeds CPU generators, so that a
+        seed gives the same draws on every device) and moved to ``z``'s."""
+        device = z.device
+        if generator is not None and generator.device != device:
+            return self._draw(z.detach().to(generator.device), generator).to(device)
+        return self._draw(z.detach(), generator)
+
+    def _draw(self, z: th.Tensor, generator: th.Generator | None) -> th.Tensor:
         if self.kind == "categorical":
             return th.multinomial(th.softmax(z, -1), 1, generator=generator).squeeze(1)
         if self.kind == "multi_categorical":

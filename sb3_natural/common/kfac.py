@@ -1156,7 +1156,7 @@ class KFAC:
                 if "A" in fac:
                     if self.damping_mode == "pi":
                         alpha, beta = pi_damping(fac["A"], fac["S"], self.damping)
-                        ia, i_s = th.eye(fac["A"].shape[0], dtype=e.dtype), th.eye(fac["S"].shape[0], dtype=e.dtype)
+                        ia, i_s = (th.eye(fac[k].shape[0], dtype=e.dtype, device=e.device) for k in ("A", "S"))
                         value = kron_matvec(fac["A"] + alpha * ia, fac["S"] + beta * i_s, part)
                     else:
                         value = kron_matvec(fac["A"], fac["S"], part) + self.damping * part
