@@ -68,6 +68,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.executor == "dask" and not args.scheduler:
         parser.error("--executor dask needs --scheduler tcp://HOST:PORT (or tls://HOST:PORT)")
 
+    for flag, value, least in (
+        ("--budget", args.budget, 1),
+        ("--workers", args.workers, 1),
+        ("--eval-points", args.eval_points, 1),
+        ("--eval-episodes", args.eval_episodes, 1),
+        ("--slurm-jobs", args.slurm_jobs, 1),
+    ):
+        if value is not None and value < least:
+            parser.error(f"{flag} must be >= {least}, got {value}")
+    if args.seeds is not None and any(seed < 0 for seed in args.seeds):
+        parser.error(f"--seeds must be >= 0, got {args.seeds}")
+    if args.algos:
+        known = _zoo_keys()
+        unknown = [a for a in args.algos if a not in known]
+        if unknown:
+            parser.error(f"--algos {unknown} are not rl-zoo3 algorithm keys; available: {', '.join(sorted(known))}")
+
     suite = SUITES[args.suite]
     budgets = dict(suite.budgets)
     if args.envs:
@@ -108,6 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     for f in failures:
         print(f"FAILED: {f}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _zoo_keys() -> set[str]:
+    """The algorithm keys a run can use: rl-zoo3's ``ALGOS`` with ours registered."""
+    from rl_zoo3 import utils
+
+    from sb3_natural.zoo import register
+
+    register()
+    return set(utils.ALGOS)
 
 
 def _executor(args: argparse.Namespace) -> Any:
