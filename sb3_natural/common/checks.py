@@ -184,8 +184,13 @@ def check_weights(weights: th.Tensor | None, n: int) -> None:
         return
     if not isinstance(weights, th.Tensor):
         _reject("weights", f"a finite non-negative tensor of shape [{n}] or None", weights, wrong_type=True)
-    if tuple(weights.shape) != (n,) or not bool(th.isfinite(weights).all()) or bool((weights < 0).any()):
-        raise ValueError(f"weights must be a finite non-negative tensor of shape [{n}], got shape {tuple(weights.shape)}")
+    accepted = f"weights must be a finite non-negative tensor of shape [{n}]"
+    if tuple(weights.shape) != (n,):
+        raise ValueError(f"{accepted}, got shape {tuple(weights.shape)}")
+    if not bool(th.isfinite(weights).all()):
+        raise ValueError(f"{accepted}, got NaN or inf entries")
+    if bool((weights < 0).any()):
+        raise ValueError(f"{accepted}, got {int((weights < 0).sum())} negative entries")
 
 
 def check_discount(**values: float) -> None:
