@@ -68,15 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.executor == "dask" and not args.scheduler:
         parser.error("--executor dask needs --scheduler tcp://HOST:PORT (or tls://HOST:PORT)")
 
-    for flag, value, least in (
-        ("--budget", args.budget, 1),
-        ("--workers", args.workers, 1),
-        ("--eval-points", args.eval_points, 1),
-        ("--eval-episodes", args.eval_episodes, 1),
-        ("--slurm-jobs", args.slurm_jobs, 1),
-    ):
-        if value is not None and value < least:
-            parser.error(f"{flag} must be >= {least}, got {value}")
+    counts = {"--budget": args.budget, "--workers": args.workers, "--eval-points": args.eval_points}
+    counts |= {"--eval-episodes": args.eval_episodes, "--slurm-jobs": args.slurm_jobs}
+    for flag, value in counts.items():
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
     if args.seeds is not None and any(seed < 0 for seed in args.seeds):
         parser.error(f"--seeds must be >= 0, got {args.seeds}")
     if args.algos:
