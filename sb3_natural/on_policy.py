@@ -12,6 +12,11 @@ What is the same in every on-policy class lives here once:
 * the checks of SB3's shared arguments, the learning-rate schedules of the optimizer's groups, the
   batch preparation (Discrete actions, advantage normalization) and the logging of the keys every
   class shares (docs/metrics.md);
+* the policy's mode in ``train()``: evaluation mode, the mode SB3 collects rollouts in, so the update
+  differentiates the policy that sampled the actions, per sample (BatchNorm by its running statistics,
+  dropout off), and the critic's epochs leave BatchNorm statistics the actor uses unchanged; after an
+  update that moved the actor, one forward pass of the rollout in training mode refreshes the running
+  statistics (once per update, as A2C's training-mode forward does);
 * a clear error when ``load()`` is given a truncated or empty file.
 """
 
@@ -37,11 +42,13 @@ from sb3_natural.common.checks import (
     check_finite_rollout,
     check_int,
     check_rate,
+    check_samples_independent,
     check_terminal_observations,
     nonfinite_observations_named,
 )
-from sb3_natural.common.heads import ActorHead
-from sb3_natural.common.updates import fit_critic, make_optimizer, normalize_advantages
+from sb3_natural.common.heads import ActorHead, actor_modules, normalization_layers, value_modules
+from sb3_natural.common.scores import batch_size_of
+from sb3_natural.common.updates import fit_critic, make_optimizer, normalize_advantages, refresh_running_statistics
 from sb3_natural.saving import ClearLoadErrorsMixin
 
 
@@ -98,7 +105,11 @@ class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, OnPolicyAlgorithm):
 
     def _setup_critic(self, actor_group: bool = False) -> None:
         """The actor view (:class:`ActorHead`) and the policy's optimizer over the critic's parameters
-        (:func:`critic_parameters`), preceded by an actor group when ``actor_group`` (REINFORCE)."""
+        (:func:`critic_parameters`), preceded by an actor group when ``actor_group`` (REINFORCE).
+        A BatchNorm layer without running statistics is refused here (:func:`check_samples_independent`:
+        it would normalize by the batch's statistics in every mode)."""
+        check_samples_independent(actor_modules(self.policy) + value_modules(self.policy), training=False)
+        self._norm_layers = normalization_layers(self.policy)
         self._head = ActorHead(self.policy)
         self._critic_params = critic_parameters(self.policy, self._head)
         groups: list[list[th.nn.Parameter]] = [list(self._head.params)] if actor_group else []
@@ -109,7 +120,7 @@ class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, OnPolicyAlgorithm):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_head", "_critic_params"]
+        return [*super()._excluded_save_params(), "_head", "_critic_params", "_norm_layers"]
 
     # ------------------------------------------------------------------ collection
     def collect_rollouts(
@@ -127,6 +138,21 @@ class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, OnPolicyAlgorithm):
         super()._update_info_buffer(infos, dones)
 
     # ------------------------------------------------------------------ train
+    def _start_update(self) -> None:
+        """The start of every ``train()``: the policy in evaluation mode for the whole update (see the
+        module's docstring and :meth:`_refresh_running_statistics`), then :meth:`_update_schedules`."""
+        self.policy.set_training_mode(False)
+        self._update_schedules()
+
+    def _refresh_running_statistics(self, obs: Any, actions: th.Tensor) -> None:
+        """After an update that moved the actor (not after a skipped or rejected step, which leaves the
+        policy as it was): one forward pass of the batch, ``evaluate_actions``, with the policy's BatchNorm
+        layers in training mode and no gradient (:func:`refresh_running_statistics`), so their running
+        statistics follow the features; a policy without them is not called. Skipped for a batch of one
+        sample (torch's BatchNorm refuses it in training mode)."""
+        if batch_size_of(obs) > 1:
+            refresh_running_statistics(self._norm_layers, lambda: self.policy.evaluate_actions(obs, actions))
+
     def _update_schedules(self) -> None:
         """Set each optimizer group's rate from its schedule; log ``train/learning_rate`` (``learning_rate``'s
         schedule, whatever it drives in the class) and ``train/critic_learning_rate``."""

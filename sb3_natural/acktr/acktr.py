@@ -271,8 +271,7 @@ class ACKTR(NaturalOnPolicyAlgorithm):
     def train(self) -> None:
         """One ACKTR update from the rollout: the K-FAC natural step (joint with the critic for
         ``critic="kfac"``), then the critic's Adam epochs for ``critic="adam"``."""
-        self.policy.set_training_mode(True)
-        self._update_schedules()
+        self._start_update()
         data, actions, adv = self._rollout_batch(self.normalize_advantage)
         obs, kfac, head = data.observations, self._state.kfac, self._head
         d = head.dist.out_dim
@@ -309,6 +308,8 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         step_info = self._natural_step(g, before)
         stats.update(step_info)
         stats["kl"] = self._measured_kl(obs, z_old) if step_info["step_skipped"] == 0.0 else 0.0
+        if step_info["step_skipped"] == 0.0:
+            self._refresh_running_statistics(obs, actions)
         value_loss_value = float(value_loss.detach()) if joint else self._fit_critic(obs, data.returns)
         self._record_update(stats, value_loss_value, self._rollout_explained_variance())
 

@@ -14,7 +14,8 @@ not by matching parameter names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Union
 
 import numpy as np
@@ -29,8 +30,10 @@ from stable_baselines3.common.distributions import (
     StateDependentNoiseDistribution,
 )
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
+from stable_baselines3.common.torch_layers import MlpExtractor
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 from sb3_natural.common.distributions import OutputDistribution
 
@@ -177,6 +180,8 @@ class ActorHead:
         self.dist = output_distribution(policy)
         self.module = _ActorModule(policy, self.dist)
         self.names, self.params = actor_parameters(policy, probe_obs, module=self.module)
+        # the actor's BatchNorm layers, found once (check_samples_independent reads their modes per call)
+        self.batch_norms = batch_norm_layers(actor_modules(policy))
         aliases = slot_aliases(self.module)
         self._aliases = {"policy." + n: aliases[id(p)] for n, p in zip(self.names, self.params, strict=True)}
         self.shapes = [p.shape for p in self.params]
@@ -201,11 +206,7 @@ class ActorHead:
         It has no parameters, so it is done once, outside any ``torch.func`` transform.
         """
         p = self.policy
-        dtype = self.params[0].dtype
-        pre = preprocess_obs(obs, p.observation_space, normalize_images=p.normalize_images)  # type: ignore[arg-type]
-        if isinstance(pre, dict):
-            return {k: v.to(dtype) for k, v in pre.items()}
-        return pre.to(dtype)
+        return preprocess_as(obs, p.observation_space, p.normalize_images, self.params[0].dtype)
 
     def __call__(self, obs: Obs) -> th.Tensor:
         """``z`` at the policy's current parameters (with autograd graph)."""
@@ -259,6 +260,94 @@ class ActorHead:
         return t
 
 
+def preprocess_as(obs: Obs, space: spaces.Space, normalize_images: bool, dtype: th.dtype) -> Obs:
+    """SB3's ``preprocess_obs`` (image scaling, one-hot encoding) computed in ``dtype``.
+
+    SB3 casts to float32 first (``obs.float()``), which rounds float64 observations (relative error
+    up to 2^-24) before a float64 policy sees them. Here a Box observation is cast straight to ``dtype``
+    (then ``/ 255`` for an image with ``normalize_images``); the others (one-hot and 0/1 codes, exact in
+    float32) go through ``preprocess_obs`` and are cast after. For float32 it equals SB3's bit for bit.
+    """
+    if isinstance(obs, Mapping):
+        assert isinstance(space, spaces.Dict)
+        return {k: _preprocess_tensor(v, space[k], normalize_images, dtype) for k, v in obs.items()}
+    return _preprocess_tensor(obs, space, normalize_images, dtype)
+
+
+def _preprocess_tensor(obs: th.Tensor, space: spaces.Space, normalize_images: bool, dtype: th.dtype) -> th.Tensor:
+    if isinstance(space, spaces.Box):
+        x = obs.to(dtype)
+        return x / 255.0 if normalize_images and is_image_space(space) else x
+    pre = preprocess_obs(obs, space, normalize_images=normalize_images)
+    assert isinstance(pre, th.Tensor)
+    return pre.to(dtype)
+
+
+def normalization_layers(module: nn.Module) -> list[nn.Module]:
+    """The layers of ``module`` that keep running statistics (BatchNorm, and InstanceNorm with
+    ``track_running_stats=True``): a forward pass in training mode folds the batch's mean and variance
+    into them, ``running <- (1 - momentum) running + momentum batch`` (torch.nn.BatchNorm1d)."""
+    return [m for m in module.modules() if isinstance(m, _NormBase) and m.track_running_stats]
+
+
+@contextmanager
+def running_statistics_frozen(module: nn.Module) -> Iterator[None]:
+    """Inside the block, ``module``'s :func:`normalization_layers` are in evaluation mode (they normalize
+    by their running statistics and leave them unchanged); their modes are restored after. For forward
+    passes that must not change the policy, such as the probes that find a policy's parameters."""
+    layers = normalization_layers(module)
+    modes = [m.training for m in layers]
+    try:
+        for m in layers:
+            m.train(False)
+        yield
+    finally:
+        for m, mode in zip(layers, modes, strict=True):
+            m.train(mode)
+
+
+def batch_norm_layers(modules: Iterable[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` of the BatchNorm layers inside ``modules`` (``(name, module)`` pairs such as
+    :func:`actor_modules`), each once: what :func:`~sb3_natural.common.checks.check_samples_independent`
+    looks at, found once instead of on every call."""
+    seen: set[int] = set()
+    out: list[tuple[str, nn.Module]] = []
+    for prefix, module in modules:
+        for name, m in module.named_modules(prefix=prefix):
+            if isinstance(m, _BatchNorm) and id(m) not in seen:
+                seen.add(id(m))
+                out.append((name, m))
+    return out
+
+
+def _branch(mlp: nn.Module, attr: str, method: str) -> nn.Module:
+    """SB3's ``MlpExtractor`` runs only ``policy_net`` (``value_net``) in ``forward_actor`` (``forward_critic``);
+    a custom extractor, or a subclass overriding the method, may run any of its modules."""
+    if isinstance(mlp, MlpExtractor) and getattr(type(mlp), method) is getattr(MlpExtractor, method):
+        return getattr(mlp, attr)
+    return mlp
+
+
+def actor_modules(policy: ActorCriticPolicy) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the modules the action distribution's forward pass runs: the actor's features
+    extractor, the actor part of ``mlp_extractor`` and ``action_net``."""
+    return [
+        ("pi_features_extractor", policy.pi_features_extractor),
+        ("mlp_extractor", _branch(policy.mlp_extractor, "policy_net", "forward_actor")),
+        ("action_net", policy.action_net),
+    ]
+
+
+def value_modules(policy: ActorCriticPolicy) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of the modules ``predict_values`` runs: the value's features extractor, the
+    critic part of ``mlp_extractor`` and ``value_net``."""
+    return [
+        ("vf_features_extractor", policy.vf_features_extractor),
+        ("mlp_extractor", _branch(policy.mlp_extractor, "value_net", "forward_critic")),
+        ("value_net", policy.value_net),
+    ]
+
+
 def actor_parameters(
     policy: ActorCriticPolicy, probe_obs: Obs | None = None, module: nn.Module | None = None
 ) -> tuple[list[str], list[nn.Parameter]]:
@@ -279,9 +368,8 @@ def actor_parameters(
     if not named:
         raise ValueError("The policy has no trainable parameters")
     dtype = named[0][1].dtype
-    pre = preprocess_obs(probe_obs, policy.observation_space, normalize_images=policy.normalize_images)  # type: ignore[arg-type]
-    pre = {k: v.to(dtype) for k, v in pre.items()} if isinstance(pre, dict) else pre.to(dtype)
-    with th.enable_grad():
+    pre = preprocess_as(probe_obs, policy.observation_space, policy.normalize_images, dtype)
+    with th.enable_grad(), running_statistics_frozen(policy):  # the probe must not move BatchNorm statistics
         z = module(pre)
         grads = th.autograd.grad(z.sum(), [p for _, p in named], allow_unused=True)
     keep = [(n, p) for (n, p), g in zip(named, grads, strict=True) if g is not None]

@@ -61,18 +61,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch as th
 import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.preprocessing import preprocess_obs
 from torch import nn
 
-from sb3_natural.common.checks import check_at_least_one, check_int, check_interval, check_positive
+from sb3_natural.common.checks import (
+    check_at_least_one,
+    check_int,
+    check_interval,
+    check_positive,
+    check_samples_independent,
+)
 from sb3_natural.common.distributions import KLConvention
-from sb3_natural.common.heads import ActorHead, Obs, slot_aliases, take_rows
+from sb3_natural.common.heads import (
+    ActorHead,
+    Obs,
+    actor_modules,
+    batch_norm_layers,
+    preprocess_as,
+    slot_aliases,
+    take_rows,
+    value_modules,
+)
 from sb3_natural.common.scores import Layer, LayerRecord, hookable_layers, per_sample_param_grads, record_layers
 
 KFACMode = Literal["exact", "sample"]
@@ -278,6 +292,7 @@ class _Target:
     pieces: Callable[[], tuple[th.Tensor, ...]] | None = None
     policy_rows: Callable[[th.Tensor], th.Tensor] | None = None  # z -> the rows of R_pi reaching a layer
     head: ActorHead | None = None  # the actor (actor and joint targets)
+    batch_norms: list[tuple[str, nn.Module]] = field(default_factory=list)  # those y's forward runs (batch_norm_layers)
 
 
 def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
@@ -342,6 +357,7 @@ def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
         closed_form=closed_form,
         policy_rows=policy_rows,
         head=head,
+        batch_norms=head.batch_norms,
     )
 
 
@@ -350,8 +366,7 @@ def _value_forward(policy: ActorCriticPolicy) -> Callable[[Obs], th.Tensor]:
     dtype = next(policy.parameters()).dtype
 
     def forward(obs: Obs) -> th.Tensor:
-        pre = preprocess_obs(obs, policy.observation_space, normalize_images=policy.normalize_images)  # type: ignore[arg-type]
-        pre = {k: v.to(dtype) for k, v in pre.items()} if isinstance(pre, dict) else pre.to(dtype)
+        pre = preprocess_as(obs, policy.observation_space, policy.normalize_images, dtype)
         features = policy.vf_features_extractor(pre)
         return policy.value_net(policy.mlp_extractor.forward_critic(features))
 
@@ -360,11 +375,11 @@ def _value_forward(policy: ActorCriticPolicy) -> Callable[[Obs], th.Tensor]:
 
 def value_parameters(policy: ActorCriticPolicy) -> list[nn.Parameter]:
     """Trainable parameters the value prediction depends on (found from the autograd graph)."""
-    from sb3_natural.common.heads import sample_observations
+    from sb3_natural.common.heads import running_statistics_frozen, sample_observations
 
     named = [p for p in policy.parameters() if p.requires_grad]
     obs, _ = policy.obs_to_tensor(sample_observations(policy.observation_space, 2))
-    with th.enable_grad():
+    with th.enable_grad(), running_statistics_frozen(policy):  # the probe must not move BatchNorm statistics
         grads = th.autograd.grad(_value_forward(policy)(obs).sum(), named, allow_unused=True)
     return [p for p, g in zip(named, grads, strict=True) if g is not None]
 
@@ -385,7 +400,16 @@ def _value_target(policy: ActorCriticPolicy, params: Sequence[nn.Parameter] | No
             f"{tuple(chosen[i].shape)} is in another module (pass params= to leave it out)"
         )
 
-    return _Target(chosen, hookable_layers(policy, chosen), forward, factor, factor, sample_grad, dense_block)
+    return _Target(
+        chosen,
+        hookable_layers(policy, chosen),
+        forward,
+        factor,
+        factor,
+        sample_grad,
+        dense_block,
+        batch_norms=batch_norm_layers(value_modules(policy)),
+    )
 
 
 class _ActorCriticModule(nn.Module):
@@ -479,6 +503,7 @@ def _actor_critic_target(head: ActorHead, vf_fisher_coef: float, kl_convention: 
         pieces=pieces,
         policy_rows=actor_rows,
         head=head,
+        batch_norms=batch_norm_layers(actor_modules(head.policy) + value_modules(head.policy)),
     )
 
 
@@ -787,6 +812,7 @@ class KFAC:
         """The target's forward pass with the factored layers recorded (graph kept): ``y`` is ``z`` (actor),
         ``v`` (value) or ``[z, v]`` (:meth:`for_actor_critic`). Pass it to :meth:`update` to reuse the pass."""
         t = self._t
+        check_samples_independent(t.batch_norms)
         with th.enable_grad(), record_layers(t.layers) as records:
             y = t.forward(obs)
         return Recorded(y, records, t.pieces() if t.pieces is not None else None)

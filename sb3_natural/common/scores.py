@@ -37,7 +37,7 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-from sb3_natural.common.checks import check_int
+from sb3_natural.common.checks import check_int, check_samples_independent
 from sb3_natural.common.heads import ActorHead, Obs, index_obs
 
 ScoreMethod = Literal["layerwise", "vmap", "loop"]
@@ -62,6 +62,7 @@ def prepare_batch(policy: Any, obs: Any, actions: Any) -> tuple[ActorHead, Obs, 
     """The actor head, the observations as tensors and the actions on the policy's device, their shape
     checked against the batch (the common start of every routine that takes ``(policy, obs, actions)``)."""
     head = as_head(policy)
+    check_samples_independent(head.batch_norms)
     obs_t = head.obs_to_tensor(obs)
     actions = th.as_tensor(actions, device=head.params[0].device)
     head.dist.prepare_actions(actions, batch_size_of(obs_t))  # validates the shape
@@ -138,6 +139,7 @@ def per_sample_grads(
     if method not in SCORE_METHODS:
         raise ValueError(f"method must be one of {SCORE_METHODS}, got {method!r}")
     check_int(1, allow_none=True, chunk_size=chunk_size)
+    check_samples_independent(head.batch_norms)
     n = batch_size_of(obs)
     dtype, device = head.params[0].dtype, head.params[0].device
     if out is None:

@@ -4,13 +4,14 @@ applying a step, the critic fit."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch as th
 import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
+from torch import nn
 
 from sb3_natural.common.heads import ActorHead, index_obs, take_rows
 
@@ -79,6 +80,27 @@ def apply_step(head: ActorHead, step: th.Tensor) -> None:
     with th.no_grad():
         for p, s in zip(head.params, head.unflat(step), strict=True):
             p.add_(s)
+
+
+def refresh_running_statistics(layers: Sequence[nn.Module], forward: Callable[[], object]) -> bool:
+    """Update the running statistics of the normalization ``layers`` (those of a module:
+    :func:`~sb3_natural.common.heads.normalization_layers`) by one call of ``forward`` without gradient,
+    with only those layers in training mode: each folds the batch's statistics into its own,
+    ``running <- (1 - momentum) running + momentum batch`` (torch.nn.BatchNorm1d; the cumulative average
+    for ``momentum=None``). Dropout and every other module keep their mode, so no random number is drawn.
+    Their modes are restored after. Returns whether there was any layer (no call of ``forward`` if not)."""
+    if not layers:
+        return False
+    modes = [m.training for m in layers]
+    try:
+        for m in layers:
+            m.train(True)
+        with th.no_grad():
+            forward()
+    finally:
+        for m, mode in zip(layers, modes, strict=True):
+            m.train(mode)
+    return True
 
 
 def normalize_advantages(adv: th.Tensor) -> th.Tensor:

@@ -195,8 +195,7 @@ class FisherTRPO(NaturalOnPolicyAlgorithm):
 
     def train(self) -> None:
         """One trust-region step of the actor, then the critic epochs."""
-        self.policy.set_training_mode(True)
-        self._update_schedules()
+        self._start_update()
         data, actions, adv = self._rollout_batch(normalize_advantage=False)
         obs: Any = data.observations
         old_log_prob = data.old_log_prob
@@ -206,6 +205,8 @@ class FisherTRPO(NaturalOnPolicyAlgorithm):
         if self.normalize_advantage:  # after sub-sampling, as sb3-contrib
             adv = normalize_advantages(adv)
         stats = self.trust_region_step(obs, actions, old_log_prob, adv)
+        if stats.get("is_line_search_success") == 1.0:
+            self._refresh_running_statistics(data.observations, self._flat_actions(data.actions))
         value_loss = self._fit_critic(data.observations, data.returns)
         self._record_update(stats, value_loss, self._rollout_explained_variance())
 

@@ -203,8 +203,7 @@ class NAC(NaturalOnPolicyAlgorithm):
     # ------------------------------------------------------------------ train
     def train(self) -> None:
         """Update the value function and move the actor along the natural gradient w."""
-        self.policy.set_training_mode(True)
-        self._update_schedules()
+        self._start_update()
         buf = self.rollout_buffer
         weights_np = None
         if self.discount_weighting:
@@ -219,6 +218,8 @@ class NAC(NaturalOnPolicyAlgorithm):
 
         w, stats = self._natural_gradient(data.observations, actions, adv, weights)
         step_info = self._actor_step(data.observations, w)
+        if step_info["step_skipped"] == 0.0:
+            self._refresh_running_statistics(data.observations, actions)
         value_loss = self._fit_critic(data.observations, data.returns)
         self._record_update({**stats, **step_info}, value_loss, self._rollout_explained_variance())
 

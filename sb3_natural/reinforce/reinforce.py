@@ -241,8 +241,7 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
 
     def train(self) -> None:
         """One policy-gradient step on all finished episodes (skipped when there are none)."""
-        self.policy.set_training_mode(True)
-        self._update_schedules()
+        self._start_update()
         episodes = self._episodes.pop_finished()
         self.logger.record("train/n_episodes", len(episodes))
         if not episodes:
@@ -275,6 +274,7 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
             head.params, self.max_grad_norm_value if self.max_grad_norm_value is not None else float("inf")
         )
         self.policy.optimizer.step()
+        self._refresh_running_statistics(obs, actions)
 
         value_loss, ev = 0.0, None
         if self.baseline == "value":
