@@ -242,6 +242,38 @@ def test_state_dict_round_trip_resumes_exactly():
         KFAC(ActorHead(make_policy("box", net_arch=[4, 4]))).load_state_dict(a.state_dict())
 
 
+@pytest.mark.parametrize("kind", ["actor", "value", "joint"])
+def test_deepcopy_binds_the_copy_to_the_copied_policy(kind):
+    """A deep copy of K-FAC is built again on the copy of its target: its parameters are the copied
+    policy's, its factors equal the original's, and updating it reads the copied modules only (the
+    target's functions are closures over the original modules, which ``copy.deepcopy`` does not copy)."""
+    import copy
+
+    policy = make_policy("box", net_arch=[4])
+    build = {
+        "actor": lambda p: KFAC(ActorHead(p), inverse_update_freq=2),
+        "value": lambda p: KFAC.for_value(p, inverse_update_freq=2),
+        "joint": lambda p: KFAC.for_actor_critic(ActorHead(p), vf_fisher_coef=0.5, inverse_update_freq=2),
+    }[kind]
+    a = build(policy)
+    obs = [make_obs(policy, 8, seed=s) for s in range(3)]
+    a.update(obs[0])
+    b = copy.deepcopy(a)
+    copied = {id(p) for p in b.params}
+    assert not copied & {id(p) for p in policy.parameters()}
+    for f, g in zip(a.factors, b.factors, strict=True):
+        assert f.keys() == g.keys() and all(th.equal(f[k], g[k]) for k in f)
+    with th.no_grad():  # the original's weights change; the copy must not see it
+        for p in policy.parameters():
+            p.mul_(2.0)
+    b.update(obs[1])
+    c = build(make_policy("box", net_arch=[4]))  # the same initial weights (seed 0): what b must equal
+    c.update(obs[0])
+    c.update(obs[1])
+    for f, g in zip(c.factors, b.factors, strict=True):
+        assert all(th.allclose(f[k], g[k], rtol=1e-12, atol=1e-14) for k in f)
+
+
 def test_value_head_gauss_newton_factors():
     policy = make_policy("discrete", net_arch=[5])
     obs = make_obs(policy, 6)

@@ -3,10 +3,13 @@ model has the same parameters, acts the same inside the action space, and trains
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch as th
 from model_list import MODEL_LIST, ModelCase
+from stable_baselines3.common.utils import set_random_seed
 
 
 @pytest.mark.parametrize("case", MODEL_LIST, ids=[c.id for c in MODEL_LIST])
@@ -37,3 +40,24 @@ def test_save_load_round_trip_with_build_kwargs(case: ModelCase, tmp_path):
     loaded.learn(case.steps, reset_num_timesteps=False)
     assert loaded._n_updates > n_updates
     assert all(th.isfinite(p).all() for p in loaded.policy.parameters())
+
+
+@pytest.mark.parametrize("case", MODEL_LIST, ids=[c.id for c in MODEL_LIST])
+def test_deepcopy_is_an_independent_equal_model(case: ModelCase):
+    """``copy.deepcopy(model)`` trains like the original from the same random state and never touches it
+    (SB3's own A2C cannot be deep-copied after ``learn``: it keeps non-leaf tensors).
+    (ACKTR's K-FAC built its target from closures over the original modules: the copy recorded its own
+    layers while running the original's, and failed.)"""
+    model = case.build()
+    model.learn(case.steps)
+    copied = copy.deepcopy(model)
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    set_random_seed(123)  # numpy too: SB3's rollout buffer draws its batch order from it
+    copied.learn(case.steps * 2, reset_num_timesteps=False)
+    for p, q in zip(before, model.policy.parameters(), strict=True):
+        assert th.equal(p, q)
+    assert any(not th.equal(p, q) for p, q in zip(before, copied.policy.parameters(), strict=True))
+    set_random_seed(123)  # numpy too: SB3's rollout buffer draws its batch order from it
+    model.learn(case.steps * 2, reset_num_timesteps=False)
+    for p, q in zip(model.policy.parameters(), copied.policy.parameters(), strict=True):
+        assert th.equal(p, q)

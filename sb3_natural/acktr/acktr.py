@@ -10,6 +10,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
+from torch import nn
 
 from sb3_natural.common.checks import (
     check_at_least_one,
@@ -232,14 +233,14 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         self._state = UpdateState(kfac)
         self._one_backward = self._one_backward_plan(kfac)
 
-    def _one_backward_plan(self, kfac: KFAC) -> tuple[set[int], list[int], list[tuple[int, slice]]] | None:
+    def _one_backward_plan(self, kfac: KFAC) -> tuple[list[nn.Module], list[int], list[tuple[int, slice]]] | None:
         """For the one-backward update: the value's layers, the unfactored parameters whose gradient
         autograd gives, and those copied into ``z`` unchanged (the shared Gaussian ``log_std``: index and
         columns of ``z``), or None when a factored layer feeds both heads (a shared features extractor),
         whose per-head output gradients one backward pass cannot separate (the two-pass path is used then)."""
         n_actor = len(self._head.params)
         value_ids = {id(p) for p in value_parameters(self.policy)} if self.critic == "kfac" else set()
-        value_layers: set[int] = set()
+        value_layers: list[nn.Module] = []  # modules, not ids: a deep copy of the model keeps them right
         covered: set[int] = set()
         for block in kfac.blocks:
             if block.layer is None:
@@ -249,7 +250,7 @@ class ACKTR(NaturalOnPolicyAlgorithm):
             if lay.weight_index < n_actor and id(kfac.params[lay.weight_index]) in value_ids:
                 return None  # shared by both heads
             if lay.weight_index >= n_actor:
-                value_layers.add(id(lay.module))
+                value_layers.append(lay.module)
         direct = {self._head.names.index(name): sl for name, sl in self._head.direct_slices.items()}
         other = [i for i in range(len(kfac.params)) if i not in covered]
         return value_layers, [i for i in other if i not in direct], [(i, direct[i]) for i in other if i in direct]
@@ -334,7 +335,8 @@ class ACKTR(NaturalOnPolicyAlgorithm):
         same pass gives ``d log pi_i / d z_i``), the entropy term of the factored layers from autograd."""
         kfac, d, n = self._state.kfac, self._head.dist.out_dim, adv.shape[0]
         assert self._one_backward is not None
-        value_layers, other, direct = self._one_backward
+        value_modules, other, direct = self._one_backward
+        value_layers = {id(m) for m in value_modules}
         scalar = logp.sum()
         if self.critic == "kfac":
             values = recorded.y[:, d] if recorded.parts is None else recorded.parts[1].flatten()

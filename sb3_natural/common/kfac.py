@@ -59,6 +59,7 @@ Dense blocks use ``(F_block + lambda I)^{-1}``, also formed once per refresh.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -777,6 +778,21 @@ class KFAC:
         # (damping, mode), the eigenvalue tensors and what precondition() applies, computed from them (_inverses)
         self._inverse_cache: tuple[tuple[float, str], list[th.Tensor], list[tuple[th.Tensor, ...]]] | None = None
         self._layouts: dict[str, tuple[th.Tensor, th.Tensor, list[tuple[int, tuple[int, ...]]]]] = {}
+        # how to build this K-FAC again on copies of its target (__deepcopy__); the classmethods set their own
+        options: dict[str, Any] = {"mode": mode, "damping": damping, "damping_mode": damping_mode, "decay": decay}
+        options.update(inverse_update_freq=inverse_update_freq, kl_convention=kl_convention, stats_samples=stats_samples)
+        self._recipe: tuple[Callable[..., KFAC], tuple[Any, ...], dict[str, Any]] = (KFAC, (target,), options)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> KFAC:
+        """A copy built again on the copies of its target (the head or policy, in ``memo`` when the copy is
+        part of a model's), with the same factors, eigendecompositions and step count. The target's
+        functions are closures over the original modules, which ``copy.deepcopy`` does not copy: a plain
+        copy would record the copied layers while running the original ones."""
+        build, args, options = self._recipe
+        new = build(*copy.deepcopy(args, memo), **options)
+        memo[id(self)] = new
+        new.load_state_dict(self.state_dict())
+        return new
 
     def _stats_rows(self, n: int, device: th.device) -> th.Tensor | slice | None:
         """The samples the layer factors are estimated on (None: all ``n``): every ``(n / k)``-th when
@@ -794,7 +810,9 @@ class KFAC:
     def for_value(cls, policy: ActorCriticPolicy, params: Sequence[nn.Parameter] | None = None, **kwargs: Any) -> KFAC:
         """K-FAC of the value head's Gauss-Newton matrix (squared loss, ``M = 1``), over ``params``
         (default: every trainable parameter the value depends on; Linear/Conv2d layers only)."""
-        return cls(policy, _target=_value_target(policy, params), **kwargs)
+        kfac = cls(policy, _target=_value_target(policy, params), **kwargs)
+        kfac._recipe = (cls.for_value, (policy, params), kwargs)
+        return kfac
 
     @classmethod
     def for_actor_critic(cls, target: Any, vf_fisher_coef: float = 1.0, **kwargs: Any) -> KFAC:
@@ -805,7 +823,9 @@ class KFAC:
         check_positive(vf_fisher_coef=vf_fisher_coef)
         head = target if isinstance(target, ActorHead) else ActorHead(target)
         kl = kwargs.get("kl_convention", "sum")
-        return cls(head, _target=_actor_critic_target(head, float(vf_fisher_coef), kl), **kwargs)
+        kfac = cls(head, _target=_actor_critic_target(head, float(vf_fisher_coef), kl), **kwargs)
+        kfac._recipe = (cls.for_actor_critic, (head, vf_fisher_coef), kwargs)
+        return kfac
 
     # -------------------------------------------------------------- statistics
     def record(self, obs: Any) -> Recorded:
