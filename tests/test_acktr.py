@@ -440,3 +440,24 @@ def test_sample_fisher_on_cuda(env_id):
     model = ACKTR("MlpPolicy", env_id, n_steps=16, fisher="sample", device="cuda", seed=0)
     model.learn(64)
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+def test_update_state_loads_the_nested_layout_of_earlier_files():
+    """Files saved by sb3_natural 0.1 hold ``{"kfac": KFAC.state_dict(), "velocity": ...}`` as ACKTR's
+    update state; they load into the flat layout and resume the same."""
+    model = ACKTR("MlpPolicy", "CartPole-v1", n_steps=16, seed=0, device="cpu", momentum=0.9, policy_kwargs={"net_arch": [8]})
+    model.learn(48)
+    state = model._state
+    nested = {"kfac": state.kfac.state_dict(), "velocity": state.velocity.clone()}
+    flat = state.state_dict()
+    other = ACKTR("MlpPolicy", "CartPole-v1", n_steps=16, seed=1, device="cpu", momentum=0.9, policy_kwargs={"net_arch": [8]})
+    other._state.load_state_dict(nested)
+    assert other._state.state_dict().keys() == flat.keys()
+    for key, value in flat.items():
+        assert th.equal(other._state.state_dict()[key], value), key
+    with pytest.raises(RuntimeError, match="unexpected keys"):
+        other._state.load_state_dict({**flat, "kfac.bogus": th.zeros(1)})
+    with pytest.raises(RuntimeError, match="missing keys"):
+        other._state.load_state_dict({k: v for k, v in flat.items() if k != "kfac.steps"})
+    with pytest.raises(RuntimeError, match="shape"):
+        other._state.load_state_dict({**flat, "kfac.factors.0.A": th.zeros(2, 2)})

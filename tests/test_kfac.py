@@ -225,14 +225,21 @@ def test_running_average_and_inverse_refresh():
     assert not th.equal(kfac.eigen[0]["A_vals"], eig_after_first)
 
 
-def test_state_dict_round_trip_resumes_exactly():
+@pytest.mark.parametrize("layout", ["nested", "flat"])
+def test_state_dict_round_trip_resumes_exactly(layout):
     policy = make_policy("box", net_arch=[4])
     head = ActorHead(policy)
     a, b = KFAC(head, inverse_update_freq=2), KFAC(head, inverse_update_freq=2)
     obs = [make_obs(policy, 8, seed=s) for s in range(4)]
     a.update(obs[0])
     a.update(obs[1])
-    b.load_state_dict(a.state_dict())
+    flat = a.flat_state_dict()
+    assert list(flat)[-1] == "steps" and all(isinstance(v, th.Tensor) for v in flat.values())
+    if layout == "nested":
+        b.load_state_dict(a.state_dict())
+    else:
+        b.load_flat_state_dict(flat)
+    assert b.steps == a.steps == 2
     for o in obs[2:]:
         a.update(o)
         b.update(o)
@@ -240,6 +247,21 @@ def test_state_dict_round_trip_resumes_exactly():
     assert th.equal(a.precondition(g), b.precondition(g))
     with pytest.raises(ValueError, match="blocks"):
         KFAC(ActorHead(make_policy("box", net_arch=[4, 4]))).load_state_dict(a.state_dict())
+    if layout == "nested":
+        return
+    # not strict: only the given entries change
+    c = KFAC(head, inverse_update_freq=2)
+    c.load_flat_state_dict(flat)
+    first = next(k for k in flat if k.startswith("factors."))
+    c.load_flat_state_dict({first: 2.0 * flat[first]}, strict=False)
+    assert th.equal(c.flat_state_dict()[first], 2.0 * flat[first]) and c.steps == 2
+    for key, value in flat.items():
+        if key != first:
+            assert th.equal(c.flat_state_dict()[key], value)
+    with pytest.raises(RuntimeError, match="block 99"):
+        c.load_flat_state_dict({"factors.99.A": flat[first]}, strict=False)
+    with pytest.raises(RuntimeError, match="unexpected keys"):
+        c.load_flat_state_dict({**flat, "eigen.0": flat[first]})
 
 
 @pytest.mark.parametrize("kind", ["actor", "value", "joint"])

@@ -61,3 +61,45 @@ def test_deepcopy_is_an_independent_equal_model(case: ModelCase):
     model.learn(case.steps * 2, reset_num_timesteps=False)
     for p, q in zip(model.policy.parameters(), copied.policy.parameters(), strict=True):
         assert th.equal(p, q)
+
+
+@pytest.mark.parametrize("case", MODEL_LIST, ids=[c.id for c in MODEL_LIST])
+def test_get_set_parameters_contract(case: ModelCase):
+    """SB3's ``get_parameters`` / ``set_parameters`` contract for every saved object, optimizers aside:
+    a mapping of names to tensors; ``exact_match=True`` refuses a state without its last entry (a
+    RuntimeError, as torch's ``load_state_dict``); ``exact_match=False`` replaces exactly the given
+    entries. (ACKTR's K-FAC state was a nested dict with an int, which SB3's own test could not
+    randomize.)"""
+    model = case.build()
+    model.learn(case.steps)
+    original = copy.deepcopy(model.get_parameters())
+    for name, state in original.items():
+        if "optim" not in name:
+            assert state and all(isinstance(v, th.Tensor) for v in state.values()), name
+    without_last = {name: dict(list(state.items())[:-1]) for name, state in original.items()}
+    with pytest.raises(RuntimeError):
+        model.set_parameters(without_last, exact_match=True)
+    gen = th.Generator().manual_seed(0)
+    randomized = {
+        name: state
+        if "optim" in name
+        else {k: th.rand(v.shape, generator=gen, dtype=v.dtype) for k, v in list(state.items())[:-1]}
+        for name, state in original.items()
+    }
+    model.set_parameters(randomized, exact_match=False)
+    now = model.get_parameters()
+    for name, state in original.items():
+        if "optim" in name:
+            continue
+        last = list(state)[-1]
+        for key, value in state.items():
+            if key == last:
+                assert th.equal(value, now[name][key]), (name, key)
+            else:
+                assert th.equal(randomized[name][key], now[name][key]), (name, key)
+    model.set_parameters(original, exact_match=True)
+    for name, state in original.items():
+        if "optim" not in name:
+            for key, value in state.items():
+                assert th.equal(value, model.get_parameters()[name][key]), (name, key)
+    model.learn(case.steps, reset_num_timesteps=False)

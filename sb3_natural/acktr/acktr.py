@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch as th
@@ -33,22 +34,39 @@ CRITICS = ("kfac", "adam")
 
 class UpdateState:
     """What ACKTR's update carries from one rollout to the next, as SB3 saves it (``state_dict`` /
-    ``load_state_dict``, tensors and counters only): the K-FAC factors and inverses and the momentum."""
+    ``load_state_dict``): the K-FAC factors and inverses and the momentum, one flat mapping of names to
+    tensors as every object SB3's ``get_parameters`` returns: ``velocity`` (once there is one), then
+    :meth:`KFAC.flat_state_dict` under ``kfac.``."""
 
     def __init__(self, kfac: KFAC) -> None:
         self.kfac = kfac
         self.velocity: th.Tensor | None = None
 
-    def state_dict(self) -> dict[str, Any]:
-        velocity = None if self.velocity is None else self.velocity.clone()
-        return {"kfac": self.kfac.state_dict(), "velocity": velocity}
+    def state_dict(self) -> dict[str, th.Tensor]:
+        out = {} if self.velocity is None else {"velocity": self.velocity.clone()}
+        out.update({f"kfac.{k}": v for k, v in self.kfac.flat_state_dict().items()})
+        return out
 
-    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
-        self.kfac.load_state_dict(state["kfac"], strict=strict)
-        velocity = state["velocity"]
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
+        """Restore :meth:`state_dict` (``strict``: SB3's ``exact_match``; see :meth:`KFAC.load_flat_state_dict`;
+        without ``velocity`` there is none). Files of sb3_natural 0.1 (``{"kfac": nested, "velocity": ...}``) load too."""
+        if isinstance(state.get("kfac"), Mapping):
+            self.kfac.load_state_dict(state["kfac"], strict=strict)
+            self._set_velocity(state.get("velocity"))
+            return
+        unknown = [k for k in state if k != "velocity" and not k.startswith("kfac.")]
+        if strict and unknown:
+            raise RuntimeError(f"Error(s) in loading ACKTR's update state: unexpected keys {unknown}")
+        self.kfac.load_flat_state_dict(
+            {k[len("kfac.") :]: v for k, v in state.items() if k.startswith("kfac.")}, strict=strict
+        )
+        if strict or "velocity" in state:
+            self._set_velocity(state.get("velocity"))
+
+    def _set_velocity(self, velocity: th.Tensor | None) -> None:
         if velocity is not None and velocity.shape != (self.kfac.num_params,):
             raise ValueError(f"velocity has shape {tuple(velocity.shape)}, expected ({self.kfac.num_params},)")
-        self.velocity = None if velocity is None else velocity.clone()
+        self.velocity = None if velocity is None else velocity.detach().clone()
 
 
 class ACKTR(NaturalOnPolicyAlgorithm):

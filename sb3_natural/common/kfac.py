@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -1241,3 +1241,45 @@ class KFAC:
         self.steps = int(state["steps"])
         self.factors = [{k: v.clone() for k, v in f.items()} for f in state["factors"]]
         self.eigen = [{k: v.clone() for k, v in e.items()} for e in state["eigen"]]
+
+    def flat_state_dict(self) -> dict[str, th.Tensor]:
+        """:meth:`state_dict` as one flat mapping of names to tensors, as torch's modules give it and SB3's
+        ``get_parameters`` expects of every saved object: ``factors.{block}.{key}``, ``eigen.{block}.{key}``,
+        then ``steps`` (a 0-d float64 tensor: exact for any count below 2^53)."""
+        out: dict[str, th.Tensor] = {}
+        for part, blocks in (("factors", self.factors), ("eigen", self.eigen)):
+            for i, entries in enumerate(blocks):
+                for key, value in entries.items():
+                    out[f"{part}.{i}.{key}"] = value.clone()
+        out["steps"] = th.tensor(float(self.steps), dtype=th.float64)
+        return out
+
+    def load_flat_state_dict(self, state: Mapping[str, th.Tensor], strict: bool = True) -> None:
+        """Restore :meth:`flat_state_dict`. ``strict`` (SB3's ``set_parameters(exact_match=True)``, used by
+        ``load``): ``steps`` must be given and every name known; the factors and inverses are then exactly
+        the given ones. Not strict (``exact_match=False``): the given entries replace those of the same
+        name, the others are kept. Raises ``RuntimeError`` as torch's ``load_state_dict`` does for a missing
+        or unknown name (strict) and for a block or shape this K-FAC does not have (always)."""
+        factors, eigen = ([{} for _ in self.blocks], [{} for _ in self.blocks]) if strict else self.snapshot()[1:]
+        parts = {"factors": factors, "eigen": eigen}
+        unknown: list[str] = []
+        for name, value in state.items():
+            pieces = name.split(".")
+            if name == "steps":
+                continue
+            if len(pieces) != 3 or pieces[0] not in parts or not pieces[1].isdigit():
+                unknown.append(name)
+                continue
+            part, i, key = pieces[0], int(pieces[1]), pieces[2]
+            if i >= len(self.blocks):
+                raise RuntimeError(f"K-FAC state: {name!r} is for block {i}, this K-FAC has {len(self.blocks)} blocks")
+            mine = (self.factors if part == "factors" else self.eigen)[i].get(key)
+            if mine is not None and mine.shape != value.shape:
+                raise RuntimeError(f"K-FAC state: {name!r} has shape {tuple(value.shape)}, expected {tuple(mine.shape)}")
+            parts[part][i][key] = value.detach().clone()
+        if strict and (unknown or "steps" not in state):
+            missing = [] if "steps" in state else ["steps"]
+            raise RuntimeError(f"Error(s) in loading the K-FAC state: missing keys {missing}, unexpected keys {unknown}")
+        if "steps" in state:
+            self.steps = round(float(state["steps"]))
+        self.factors, self.eigen = factors, eigen
