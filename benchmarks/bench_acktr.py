@@ -3,6 +3,7 @@
     python benchmarks/bench_acktr.py [--repeats 9] [--out benchmarks/results/acktr_speed]
     python benchmarks/bench_acktr.py --flops      # the matrix-product flops of each train() instead
     python benchmarks/bench_acktr.py --ablations  # "sample" without the KL diagnostic / the preconditioning
+    python benchmarks/bench_acktr.py --products   # the exact first-layer factor's two products, float32 vs bfloat16
 
 For CartPole-v1 (8 envs x 32 steps = 256 samples) and HalfCheetah-v5 (1 env x 2048 steps), SB3's
 default MlpPolicy (64x64 tanh, shared=False): one rollout is collected by SB3's A2C and copied into
@@ -129,6 +130,32 @@ def _flops(env_id: str, batch: int, models: dict, buffers: dict) -> dict:
             "ratio_to_a2c": {k: v / counted["a2c"] for k, v in counted.items() if k != "a2c"}}  # fmt: skip
 
 
+def products(repeats: int, n: int = 2048, k: int = 6, h: int = 64) -> dict:
+    """Median times (ms) of the two products of the exact first-layer output factor at HalfCheetah-v5's
+    shapes (``R = phi_2 @ U``: ``[N, h] x [h, k h]``; ``S_1 = R^T R``: ``[h, N k] x [N k, h]``) in float32
+    and in bfloat16 with the casts (inputs to bfloat16, ``S_1`` back to float32): whether lower precision
+    could close the exact update's gap (bfloat16 keeps 8 bits of mantissa, so its factors are not exact)."""
+    gen = th.Generator().manual_seed(0)
+    phi, u = th.randn(n, h, generator=gen), th.randn(h, k * h, generator=gen)
+
+    def run(dtype: th.dtype) -> float:
+        def once() -> None:
+            r = phi.to(dtype) @ u.to(dtype)
+            flat = r.view(n * k, h)
+            (flat.T @ flat).float()
+
+        for _ in range(3):
+            once()
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            once()
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts) * 1e3
+
+    return {"float32_ms": run(th.float32), "bfloat16_ms": run(th.bfloat16)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=9)
@@ -138,8 +165,14 @@ def main() -> None:
     parser.add_argument(
         "--ablations", action="store_true", help="time fisher='sample' without the KL diagnostic / the preconditioning"
     )
+    parser.add_argument("--products", action="store_true", help="time the exact factor's products, float32 vs bfloat16")
     args = parser.parse_args()
     th.set_num_threads(1)
+    if args.products:
+        res = products(max(args.repeats, 50))
+        print(f"exact first-layer factor products (N = 2048, K = 6, h = 64): float32 {res['float32_ms']:.3f} ms, "
+              f"bfloat16 with casts {res['bfloat16_ms']:.3f} ms")  # fmt: skip
+        return
     if args.flops:
         for res in (measure(env_id, 0, count_flops=True) for env_id in args.envs):
             print(f"{res['env']} (N = {res['batch']}): A2C update {res['mflop']['a2c']:.1f} MFLOP")
