@@ -262,6 +262,14 @@ def test_state_dict_round_trip_resumes_exactly(layout):
         c.load_flat_state_dict({"factors.99.A": flat[first]}, strict=False)
     with pytest.raises(RuntimeError, match="unexpected keys"):
         c.load_flat_state_dict({**flat, "eigen.0": flat[first]})
+    with pytest.raises(RuntimeError, match=r"unexpected keys \['factors.0.Z'\]"):
+        c.load_flat_state_dict({**flat, "factors.0.Z": flat[first]})
+    with pytest.raises(TypeError, match=r"'factors\.0\.A' must be a tensor, got list"):
+        c.load_flat_state_dict({**flat, "factors.0.A": [[1.0]]})
+    for bad in (th.tensor(float("nan")), th.tensor(-3.0), th.tensor(2.5), th.zeros(3)):
+        with pytest.raises(ValueError, match="'steps' must be one whole number >= 0"):
+            c.load_flat_state_dict({**flat, "steps": bad})
+    assert c.steps == 2  # a refused state changes nothing
 
 
 @pytest.mark.parametrize("kind", ["actor", "value", "joint"])

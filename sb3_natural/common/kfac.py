@@ -696,6 +696,10 @@ class _Block:
     where: tuple[int, int, int, int | None] = (0, 0, 0, None)
 
 
+# the names a block's entries have in the state: its factors, and their eigendecompositions (refresh_inverses)
+_STATE_KEYS = {"factors": ("A", "S", "F"), "eigen": tuple(f"{k}_{part}" for k in ("A", "S", "F") for part in ("vals", "vecs"))}
+
+
 class KFAC:
     """Block-diagonal K-FAC curvature with running factors, eigenbasis inverses and damped products.
 
@@ -1264,10 +1268,17 @@ class KFAC:
         parts = {"factors": factors, "eigen": eigen}
         unknown: list[str] = []
         for name, value in state.items():
+            if not isinstance(value, th.Tensor):
+                raise TypeError(f"K-FAC state: {name!r} must be a tensor, got {type(value).__name__}")
             pieces = name.split(".")
             if name == "steps":
                 continue
-            if len(pieces) != 3 or pieces[0] not in parts or not pieces[1].isdigit():
+            if (
+                len(pieces) != 3
+                or pieces[0] not in parts
+                or not pieces[1].isdigit()
+                or pieces[2] not in _STATE_KEYS[pieces[0]]
+            ):
                 unknown.append(name)
                 continue
             part, i, key = pieces[0], int(pieces[1]), pieces[2]
@@ -1281,5 +1292,9 @@ class KFAC:
             missing = [] if "steps" in state else ["steps"]
             raise RuntimeError(f"Error(s) in loading the K-FAC state: missing keys {missing}, unexpected keys {unknown}")
         if "steps" in state:
-            self.steps = round(float(state["steps"]))
+            steps = state["steps"]
+            count = float(steps) if steps.numel() == 1 else math.nan
+            if not (math.isfinite(count) and count >= 0 and count == round(count)):
+                raise ValueError(f"K-FAC state: 'steps' must be one whole number >= 0, got {steps}")
+            self.steps = round(count)
         self.factors, self.eigen = factors, eigen
