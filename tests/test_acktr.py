@@ -461,3 +461,8 @@ def test_update_state_loads_the_nested_layout_of_earlier_files():
         other._state.load_state_dict({k: v for k, v in flat.items() if k != "kfac.steps"})
     with pytest.raises(RuntimeError, match="shape"):
         other._state.load_state_dict({**flat, "kfac.factors.0.A": th.zeros(2, 2)})
+    with pytest.raises(TypeError, match="velocity must be a tensor or None, got list"):
+        other._state.load_state_dict({**flat, "velocity": [0.0]})
+    with pytest.raises(ValueError, match="velocity has shape"):
+        other._state.load_state_dict({**flat, "velocity": th.zeros(3), "kfac.steps": th.tensor(7.0)})
+    assert other._state.kfac.steps == state.kfac.steps  # the refused states changed nothing

@@ -49,24 +49,29 @@ class UpdateState:
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
         """Restore :meth:`state_dict` (``strict``: SB3's ``exact_match``; see :meth:`KFAC.load_flat_state_dict`;
-        without ``velocity`` there is none). Files of sb3_natural 0.1 (``{"kfac": nested, "velocity": ...}``) load too."""
+        without ``velocity`` there is none). A refused state changes nothing. Files of sb3_natural 0.1
+        (``{"kfac": nested, "velocity": ...}``) load too."""
+        keep = not strict and "velocity" not in state
+        velocity = self.velocity if keep else self._checked_velocity(state.get("velocity"))
         if isinstance(state.get("kfac"), Mapping):
             self.kfac.load_state_dict(state["kfac"], strict=strict)
-            self._set_velocity(state.get("velocity"))
-            return
-        unknown = [k for k in state if k != "velocity" and not k.startswith("kfac.")]
-        if strict and unknown:
-            raise RuntimeError(f"Error(s) in loading ACKTR's update state: unexpected keys {unknown}")
-        self.kfac.load_flat_state_dict(
-            {k[len("kfac.") :]: v for k, v in state.items() if k.startswith("kfac.")}, strict=strict
-        )
-        if strict or "velocity" in state:
-            self._set_velocity(state.get("velocity"))
+        else:
+            unknown = [k for k in state if k != "velocity" and not k.startswith("kfac.")]
+            if strict and unknown:
+                raise RuntimeError(f"Error(s) in loading ACKTR's update state: unexpected keys {unknown}")
+            kfac_state = {k[len("kfac.") :]: v for k, v in state.items() if k.startswith("kfac.")}
+            self.kfac.load_flat_state_dict(kfac_state, strict=strict)
+        self.velocity = velocity
 
-    def _set_velocity(self, velocity: th.Tensor | None) -> None:
-        if velocity is not None and velocity.shape != (self.kfac.num_params,):
+    def _checked_velocity(self, velocity: object) -> th.Tensor | None:
+        """``velocity`` (a copy), checked: None or a tensor of shape ``[P]``."""
+        if velocity is None:
+            return None
+        if not isinstance(velocity, th.Tensor):
+            raise TypeError(f"velocity must be a tensor or None, got {type(velocity).__name__}")
+        if velocity.shape != (self.kfac.num_params,):
             raise ValueError(f"velocity has shape {tuple(velocity.shape)}, expected ({self.kfac.num_params},)")
-        self.velocity = None if velocity is None else velocity.detach().clone()
+        return velocity.detach().clone()
 
 
 class ACKTR(NaturalOnPolicyAlgorithm):
