@@ -219,6 +219,8 @@ def test_refresh_and_frozen_helpers() -> None:
         assert not bn.training and drop.training
         policy.pi_features_extractor(obs)
     assert bn.training and int(bn.num_batches_tracked) == 1
+    assert refresh_running_statistics(policy, lambda: policy.pi_features_extractor(obs))  # a module: its layers
+    assert int(bn.num_batches_tracked) == 2 and bn.training  # the mode each layer had is restored
     assert not refresh_running_statistics(
         normalization_layers(nn.Linear(2, 2)), lambda: pytest.fail("called without a norm layer")
     )
@@ -233,6 +235,8 @@ def test_check_samples_independent_judges_the_given_mode() -> None:
     policy.set_training_mode(True)
     check_samples_independent(actor_modules(policy), training=False)
     check_samples_independent([("layer", nn.LayerNorm(3))], training=True)  # per-sample normalization
+    with pytest.raises(ValueError, match=r"BatchNorm1d layer \(features_extractor\.net\.2\) in training mode"):
+        check_samples_independent(policy, training=True)  # a module alone: searched whole
     # the shared extractor's layer once, under the actor's name; the cached list is judged the same way
     layers = batch_norm_layers(actor_modules(policy) + value_modules(policy))
     assert [name for name, _ in layers] == ["pi_features_extractor.net.2"]

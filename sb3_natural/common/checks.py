@@ -196,7 +196,7 @@ def check_weights(weights: th.Tensor | None, n: int) -> None:
 
 
 def check_samples_independent(
-    layers: Iterable[tuple[str, nn.Module]], what: str = "the policy", training: bool | None = None
+    layers: nn.Module | Iterable[tuple[str, nn.Module]], what: str = "the policy", training: bool | None = None
 ) -> None:
     """Raise ``ValueError`` naming the first BatchNorm layer among ``layers`` (``(name, module)`` pairs:
     :func:`~sb3_natural.common.heads.batch_norm_layers`, or modules to search, such as
@@ -206,8 +206,8 @@ def check_samples_independent(
     (batch statistics in every mode). Per-sample scores ``grad log pi(a_i|s_i)``, the Fisher
     ``(1/N) sum_i J_i^T M_i J_i`` and K-FAC's per-sample statistics are defined only for layers that
     treat the samples independently; in evaluation mode BatchNorm is the per-sample affine map of its
-    running statistics, the policy SB3 collects rollouts with."""
-    for prefix, module in layers:
+    running statistics, the policy SB3 collects rollouts with. A module alone is searched whole."""
+    for prefix, module in [("", layers)] if isinstance(layers, nn.Module) else layers:
         for name, m in module.named_modules(prefix=prefix):
             if not isinstance(m, _BatchNorm):
                 continue

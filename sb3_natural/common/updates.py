@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
 from torch import nn
 
-from sb3_natural.common.heads import ActorHead, index_obs, take_rows
+from sb3_natural.common.heads import ActorHead, index_obs, normalization_layers, take_rows
 
 
 def natural_step_scale(x: th.Tensor, fx: th.Tensor, target_kl: float) -> float | None:
@@ -82,13 +82,16 @@ def apply_step(head: ActorHead, step: th.Tensor) -> None:
             p.add_(s)
 
 
-def refresh_running_statistics(layers: Sequence[nn.Module], forward: Callable[[], object]) -> bool:
+def refresh_running_statistics(layers: nn.Module | Sequence[nn.Module], forward: Callable[[], object]) -> bool:
     """Update the running statistics of the normalization ``layers`` (those of a module:
     :func:`~sb3_natural.common.heads.normalization_layers`) by one call of ``forward`` without gradient,
     with only those layers in training mode: each folds the batch's statistics into its own,
     ``running <- (1 - momentum) running + momentum batch`` (torch.nn.BatchNorm1d; the cumulative average
     for ``momentum=None``). Dropout and every other module keep their mode, so no random number is drawn.
-    Their modes are restored after. Returns whether there was any layer (no call of ``forward`` if not)."""
+    Their modes are restored after. Returns whether there was any layer (no call of ``forward`` if not).
+    A module (a policy) stands for its normalization layers."""
+    if isinstance(layers, nn.Module):
+        layers = normalization_layers(layers)
     if not layers:
         return False
     modes = [m.training for m in layers]
