@@ -32,6 +32,7 @@ from datetime import date
 from pathlib import Path
 
 import torch as th
+from bench_math import median_ms  # benchmarks/ is the script's folder
 from stable_baselines3 import A2C
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
@@ -130,6 +131,9 @@ def _flops(env_id: str, batch: int, models: dict, buffers: dict) -> dict:
             "ratio_to_a2c": {k: v / counted["a2c"] for k, v in counted.items() if k != "a2c"}}  # fmt: skip
 
 
+_PRODUCT_DTYPES = (("float32", th.float32), ("bfloat16", th.bfloat16))
+
+
 def products(repeats: int, n: int = 2048, k: int = 6, h: int = 64) -> dict:
     """Median times (ms) of the two products of the exact first-layer output factor at HalfCheetah-v5's
     shapes (``R = phi_2 @ U``: ``[N, h] x [h, k h]``; ``S_1 = R^T R``: ``[h, N k] x [N k, h]``) in float32
@@ -138,22 +142,12 @@ def products(repeats: int, n: int = 2048, k: int = 6, h: int = 64) -> dict:
     gen = th.Generator().manual_seed(0)
     phi, u = th.randn(n, h, generator=gen), th.randn(h, k * h, generator=gen)
 
-    def run(dtype: th.dtype) -> float:
-        def once() -> None:
-            r = phi.to(dtype) @ u.to(dtype)
-            flat = r.view(n * k, h)
-            (flat.T @ flat).float()
+    def once(dtype: th.dtype) -> None:
+        r = phi.to(dtype) @ u.to(dtype)
+        flat = r.view(n * k, h)
+        (flat.T @ flat).float()
 
-        for _ in range(3):
-            once()
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            once()
-            ts.append(time.perf_counter() - t0)
-        return statistics.median(ts) * 1e3
-
-    return {"float32_ms": run(th.float32), "bfloat16_ms": run(th.bfloat16)}
+    return {f"{name}_ms": median_ms(lambda d=dtype: once(d), repeats, warmup=3) for name, dtype in _PRODUCT_DTYPES}
 
 
 def main() -> None:
