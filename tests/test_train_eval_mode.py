@@ -18,10 +18,9 @@ from torch import nn
 
 from sb3_natural import ACKTR, NAC, REINFORCE, FisherTRPO
 from sb3_natural.common import KFAC, ActorHead, AnalyticFVP, fisher_rows, per_sample_scores, score_gram
-from sb3_natural.common.checks import check_samples_independent
+from sb3_natural.common.checks import batch_norm_layers, check_samples_independent
 from sb3_natural.common.heads import (
     actor_modules,
-    batch_norm_layers,
     normalization_layers,
     running_statistics_frozen,
     value_modules,

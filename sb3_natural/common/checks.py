@@ -195,35 +195,46 @@ def check_weights(weights: th.Tensor | None, n: int) -> None:
         raise ValueError(f"{accepted}, got {int((weights < 0).sum())} negative entries")
 
 
+def batch_norm_layers(modules: nn.Module | Iterable[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` of the BatchNorm layers inside ``modules`` (``(name, module)`` pairs such as
+    :func:`~sb3_natural.common.heads.actor_modules`, or one module, searched whole), each once: what
+    :func:`check_samples_independent` looks at, found once instead of on every call."""
+    seen: set[int] = set()
+    out: list[tuple[str, nn.Module]] = []
+    for prefix, module in [("", modules)] if isinstance(modules, nn.Module) else modules:
+        for name, m in module.named_modules(prefix=prefix):
+            if isinstance(m, _BatchNorm) and id(m) not in seen:
+                seen.add(id(m))
+                out.append((name, m))
+    return out
+
+
 def check_samples_independent(
     layers: nn.Module | Iterable[tuple[str, nn.Module]], what: str = "the policy", training: bool | None = None
 ) -> None:
-    """Raise ``ValueError`` naming the first BatchNorm layer among ``layers`` (``(name, module)`` pairs:
-    :func:`~sb3_natural.common.heads.batch_norm_layers`, or modules to search, such as
-    :func:`~sb3_natural.common.heads.actor_modules`) that normalizes each sample by the batch's mean and
-    variance, so that one sample's output depends on the others': one in training mode (``training``:
-    judge every layer as if in that mode instead), or one built with ``track_running_stats=False``
-    (batch statistics in every mode). Per-sample scores ``grad log pi(a_i|s_i)``, the Fisher
-    ``(1/N) sum_i J_i^T M_i J_i`` and K-FAC's per-sample statistics are defined only for layers that
-    treat the samples independently; in evaluation mode BatchNorm is the per-sample affine map of its
-    running statistics, the policy SB3 collects rollouts with. A module alone is searched whole."""
-    for prefix, module in [("", layers)] if isinstance(layers, nn.Module) else layers:
-        for name, m in module.named_modules(prefix=prefix):
-            if not isinstance(m, _BatchNorm):
-                continue
-            layer = f"{what} has a {type(m).__name__} layer ({name})"
-            if not m.track_running_stats:
-                raise ValueError(
-                    f"{layer} built with track_running_stats=False: it normalizes each sample by the batch's "
-                    "statistics in every mode, so per-sample scores and Fisher products are not defined; build it "
-                    "with track_running_stats=True or use a per-sample normalization (nn.LayerNorm, nn.GroupNorm)"
-                )
-            if m.training if training is None else training:
-                raise ValueError(
-                    f"{layer} in training mode: it normalizes each sample by the batch's statistics, so per-sample "
-                    "scores and Fisher products are not defined; call policy.set_training_mode(False) first "
-                    "(the mode SB3 collects rollouts in: the running statistics)"
-                )
+    """Raise ``ValueError`` naming the first BatchNorm layer among ``layers`` (:func:`batch_norm_layers`'
+    list, or what it searches: ``(name, module)`` pairs such as
+    :func:`~sb3_natural.common.heads.actor_modules`, or one module) that normalizes each sample by the
+    batch's mean and variance, so that one sample's output depends on the others': one in training mode
+    (``training``: judge every layer as if in that mode instead), or one built with
+    ``track_running_stats=False`` (batch statistics in every mode). Per-sample scores
+    ``grad log pi(a_i|s_i)``, the Fisher ``(1/N) sum_i J_i^T M_i J_i`` and K-FAC's per-sample statistics
+    are defined only for layers that treat the samples independently; in evaluation mode BatchNorm is the
+    per-sample affine map of its running statistics, the policy SB3 collects rollouts with."""
+    for name, m in batch_norm_layers(layers):
+        layer = f"{what} has a {type(m).__name__} layer ({name})"
+        if not m.track_running_stats:
+            raise ValueError(
+                f"{layer} built with track_running_stats=False: it normalizes each sample by the batch's "
+                "statistics in every mode, so per-sample scores and Fisher products are not defined; build it "
+                "with track_running_stats=True or use a per-sample normalization (nn.LayerNorm, nn.GroupNorm)"
+            )
+        if m.training if training is None else training:
+            raise ValueError(
+                f"{layer} in training mode: it normalizes each sample by the batch's statistics, so per-sample "
+                "scores and Fisher products are not defined; call policy.set_training_mode(False) first "
+                "(the mode SB3 collects rollouts in: the running statistics)"
+            )
 
 
 def check_discount(**values: float) -> None:

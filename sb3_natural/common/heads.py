@@ -14,8 +14,8 @@ not by matching parameter names.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Union
 
 import numpy as np
@@ -33,8 +33,9 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
 from stable_baselines3.common.torch_layers import MlpExtractor
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
+from torch.nn.modules.batchnorm import _NormBase
 
+from sb3_natural.common.checks import batch_norm_layers
 from sb3_natural.common.distributions import OutputDistribution
 
 Obs = Union[th.Tensor, Mapping[str, th.Tensor]]
@@ -291,33 +292,24 @@ def normalization_layers(module: nn.Module) -> list[nn.Module]:
 
 
 @contextmanager
-def running_statistics_frozen(module: nn.Module) -> Iterator[None]:
-    """Inside the block, ``module``'s :func:`normalization_layers` are in evaluation mode (they normalize
-    by their running statistics and leave them unchanged); their modes are restored after. For forward
-    passes that must not change the policy, such as the probes that find a policy's parameters."""
-    layers = normalization_layers(module)
+def layers_in_mode(layers: Sequence[nn.Module], training: bool) -> Iterator[None]:
+    """Inside the block, each of ``layers`` is in training mode ``training``; their own modes are restored
+    after (also when the block raises)."""
     modes = [m.training for m in layers]
     try:
         for m in layers:
-            m.train(False)
+            m.train(training)
         yield
     finally:
         for m, mode in zip(layers, modes, strict=True):
             m.train(mode)
 
 
-def batch_norm_layers(modules: Iterable[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
-    """``(name, layer)`` of the BatchNorm layers inside ``modules`` (``(name, module)`` pairs such as
-    :func:`actor_modules`), each once: what :func:`~sb3_natural.common.checks.check_samples_independent`
-    looks at, found once instead of on every call."""
-    seen: set[int] = set()
-    out: list[tuple[str, nn.Module]] = []
-    for prefix, module in modules:
-        for name, m in module.named_modules(prefix=prefix):
-            if isinstance(m, _BatchNorm) and id(m) not in seen:
-                seen.add(id(m))
-                out.append((name, m))
-    return out
+def running_statistics_frozen(module: nn.Module) -> AbstractContextManager[None]:
+    """Inside the block, ``module``'s :func:`normalization_layers` are in evaluation mode (they normalize
+    by their running statistics and leave them unchanged); their modes are restored after. For forward
+    passes that must not change the policy, such as the probes that find a policy's parameters."""
+    return layers_in_mode(normalization_layers(module), False)
 
 
 def _branch(mlp: nn.Module, attr: str, method: str) -> nn.Module:

@@ -71,6 +71,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
 from sb3_natural.common.checks import (
+    batch_norm_layers,
     check_at_least_one,
     check_int,
     check_interval,
@@ -82,7 +83,6 @@ from sb3_natural.common.heads import (
     ActorHead,
     Obs,
     actor_modules,
-    batch_norm_layers,
     preprocess_as,
     slot_aliases,
     take_rows,

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
 from torch import nn
 
-from sb3_natural.common.heads import ActorHead, index_obs, normalization_layers, take_rows
+from sb3_natural.common.heads import ActorHead, index_obs, layers_in_mode, normalization_layers, take_rows
 
 
 def natural_step_scale(x: th.Tensor, fx: th.Tensor, target_kl: float) -> float | None:
@@ -94,15 +94,8 @@ def refresh_running_statistics(layers: nn.Module | Sequence[nn.Module], forward:
         layers = normalization_layers(layers)
     if not layers:
         return False
-    modes = [m.training for m in layers]
-    try:
-        for m in layers:
-            m.train(True)
-        with th.no_grad():
-            forward()
-    finally:
-        for m, mode in zip(layers, modes, strict=True):
-            m.train(mode)
+    with layers_in_mode(layers, True), th.no_grad():
+        forward()
     return True
 
 
