@@ -91,6 +91,7 @@ class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, OnPolicyAlgorithm):
         check_discount(gamma=kwargs["gamma"], gae_lambda=kwargs["gae_lambda"])
         check_bool(use_sde=kwargs.get("use_sde", False))
         check_int(-1, sde_sample_freq=kwargs.get("sde_sample_freq", -1))  # -1: only at a rollout's start
+        check_at_least_one(stats_window_size=kwargs.get("stats_window_size", 100))
         super().__init__(policy, env, **kwargs)
 
     @staticmethod

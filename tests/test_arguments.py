@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from stable_baselines3.common.env_util import make_vec_env
 
-from sb3_natural import ACKTR, NAC, REINFORCE, FisherTRPO
+from sb3_natural import ACKTR, DDPG, NAC, REINFORCE, TD3, FisherTRPO
 from sb3_natural.common import checks
 
 ON_POLICY = [NAC, FisherTRPO, REINFORCE, ACKTR]
 # SB3's own arguments, passed through unchanged (SB3 checks or ignores them), and the ones that are objects
-NOT_NUMBERS = {"policy", "env", "stats_window_size", "tensorboard_log", "policy_kwargs", "verbose", "seed", "device"}
+NOT_NUMBERS = {"policy", "env", "tensorboard_log", "policy_kwargs", "verbose", "seed", "device"}
 NOT_NUMBERS |= {"_init_setup_model", "rollout_buffer_class", "rollout_buffer_kwargs"}
 
 
@@ -59,6 +59,7 @@ def test_the_table_covers_every_class_argument_kind():
     assert {"ridge", "cg_residual_tol", "discount_weighting", "cg_warm_start"} <= names["NAC"]
     assert {"line_search_shrinking_factor", "sub_sampling_factor", "cg_damping"} <= names["FisherTRPO"]
     assert {"reward_to_go", "normalize_returns", "ent_coef", "max_grad_norm"} <= names["REINFORCE"]
+    assert all("stats_window_size" in found for found in names.values())
 
 
 @pytest.mark.parametrize("cls, name, bad", CASES)
@@ -101,6 +102,79 @@ def test_numpy_scalars_ints_for_floats_and_documented_special_values_are_accepte
     for name, value in kwargs.items():
         if name in ("n_steps", "batch_size", "gamma", "target_kl", "n_episodes", "kfac_stats_samples", "momentum"):
             assert getattr(model, name) == value
+
+
+# SB3's off-policy arguments, which TD3 and DDPG pass to SB3: each bad value below was accepted by SB3 and
+# failed later (ZeroDivisionError, IndexError, RuntimeError) or trained on (gamma=-1, tau=-1, buffer_size=-1)
+OFF_POLICY_BAD = [
+    ("learning_rate", [0, -1e-3, math.inf, math.nan, "1e-3", None]),
+    ("buffer_size", [0, -1, 2.5, math.inf, None]),
+    ("learning_starts", [-1, 2.5, math.nan, "100"]),
+    ("batch_size", [0, -1, 2.5, True, [1]]),
+    ("tau", [-1, 1.5, math.nan, True, "0.005"]),
+    ("gamma", [-1, 2.5, math.inf, None]),
+    ("train_freq", [0, -1, 2.5, "1", (1, "steps"), (0, "episode"), (1.0, "step"), (1, "step", 2), [1]]),
+    ("gradient_steps", [-2, 2.5, math.nan, None]),
+    ("n_steps", [0, 2.5, math.inf]),
+    ("optimize_memory_usage", [1, "yes", None]),
+    ("action_noise", [0.1, "normal"]),
+]
+OFF_POLICY_CASES = [
+    pytest.param(cls, name, bad, id=f"{cls.__name__}-{name}-{bad!r}")
+    for cls in (TD3, DDPG)
+    for name, bads in OFF_POLICY_BAD
+    for bad in bads
+] + [
+    pytest.param(TD3, name, bad, id=f"TD3-{name}-{bad!r}")
+    for name, bads in [  # DDPG takes none of these (SB3 refuses them as unexpected)
+        ("policy_delay", [0, -1, 2.5]),
+        ("stats_window_size", [0, -1, 2.5, None]),
+        ("target_policy_noise", [-0.1, math.nan, math.inf]),
+        ("target_noise_clip", [-0.5, math.nan, "0.5"]),
+    ]
+    for bad in bads
+]
+
+
+@pytest.mark.parametrize("cls, name, bad", OFF_POLICY_CASES)
+def test_off_policy_bad_arguments_are_refused_naming_them(cls, name, bad, vec_env):
+    with pytest.raises(ValueError, match=rf"^{name} must be "):
+        cls("MlpPolicy", vec_env, **{name: bad})
+
+
+@pytest.mark.parametrize("cls", [TD3, DDPG])
+def test_off_policy_documented_values_are_accepted_as_sb3_takes_them(cls, vec_env):
+    from stable_baselines3.common.noise import NormalActionNoise
+    from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+
+    kwargs = {"learning_rate": np.float32(1e-3), "buffer_size": np.int64(500), "learning_starts": 0, "tau": 1,
+              "gamma": 0, "gradient_steps": -1, "batch_size": 8, "seed": 0,
+              "action_noise": NormalActionNoise(np.zeros(1), 0.1 * np.ones(1))}  # fmt: skip
+    freqs = [
+        (2, (2, "step")),
+        ((1, "episode"), (1, "episode")),
+        ([3, "step"], (3, "step")),  # rl-zoo3's YAML list
+        ((np.int64(4), "step"), (4, "step")),
+        (TrainFreq(5, TrainFrequencyUnit.STEP), (5, "step")),  # a saved model's
+    ]
+    for train_freq, expected in freqs:
+        model = cls("MlpPolicy", vec_env, train_freq=train_freq, **kwargs)
+        assert (model.train_freq.frequency, model.train_freq.unit.value) == expected
+        assert type(model.train_freq.frequency) is int
+    assert type(model.learning_rate) is float and model.buffer_size == 500
+    model.learn(20)  # gradient_steps=-1: as many as the steps collected; finite parameters after
+    assert all(bool(np.isfinite(p.detach().numpy()).all()) for p in model.policy.parameters())
+
+
+def test_check_off_policy_args_checks_only_what_the_sb3_class_takes():
+    # DDPG has no policy_delay: left for SB3 to refuse as an unexpected argument, not judged as a value
+    assert checks.check_off_policy_args({"policy_delay": 0}, accepted=["gamma"]) == {"policy_delay": 0}
+    with pytest.raises(ValueError, match=r"^policy_delay must be an int >= 1"):
+        checks.check_off_policy_args({"policy_delay": 0})
+    with pytest.raises(TypeError, match="stats_window_size"):
+        DDPG("MlpPolicy", "Pendulum-v1", stats_window_size=10)  # SB3's own refusal
+    out = checks.check_off_policy_args({"train_freq": [2, "episode"], "learning_rate": np.float64(0.5)})
+    assert out == {"train_freq": (2, "episode"), "learning_rate": 0.5} and type(out["learning_rate"]) is float
 
 
 def test_argument_type_error_is_both_a_type_and_a_value_error():

@@ -7,9 +7,12 @@ import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -254,3 +257,56 @@ def check_rate(name: str, value: float | Callable[[float], float]) -> float | Ca
         kind = "a schedule whose start value" if callable(value) else "a float that"
         raise ValueError(f"{name} must be {kind} is > 0 and finite, got {rate!r}")
     return value if callable(value) else float(value)
+
+
+_TRAIN_FREQ = "an int >= 1 or a tuple (int >= 1, 'step' or 'episode')"
+
+
+def _checked_train_freq(value: object) -> object:
+    """SB3's ``train_freq`` (an int: steps, or ``(n, unit)``), refused naming it unless ``n`` is an int
+    >= 1 and ``unit`` ``"step"`` or ``"episode"``; a 2-list (rl-zoo3's YAML ``[1, "episode"]``) as a
+    tuple, a numpy count as an int."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, "step")
+    units = [u.value for u in TrainFrequencyUnit]
+    unit_ok = len(pair) == 2 and (isinstance(pair[1], TrainFrequencyUnit) or (isinstance(pair[1], str) and pair[1] in units))
+    if not unit_ok or not is_int(pair[0]) or pair[0] < 1:
+        raise (ValueError if unit_ok and is_int(pair[0]) else ArgumentTypeError)(
+            f"train_freq must be {_TRAIN_FREQ}, got {value!r}"
+        )
+    if isinstance(value, tuple) and type(value) is not tuple:  # SB3's TrainFreq (a saved model's) as it is
+        return value
+    return (int(pair[0]), pair[1]) if isinstance(value, (tuple, list)) else int(pair[0])  # SB3 wants a Python int
+
+
+def check_off_policy_args(kwargs: dict[str, Any], accepted: Iterable[str] | None = None) -> dict[str, Any]:
+    """SB3's off-policy arguments given to TD3 / DDPG, checked before SB3 stores them (SB3 checks
+    few: a negative ``gamma`` or ``tau``, ``batch_size=0``, ``policy_delay=0`` or an infinite learning rate
+    were accepted and failed later, or trained to NaN): a ``ValueError`` naming the argument and the
+    accepted values. Returns the arguments to pass on (a numpy learning rate as a float, a listed
+    ``train_freq`` as a tuple). ``accepted``: the names the SB3 class takes (DDPG has no ``policy_delay``,
+    ``target_policy_noise``, ``target_noise_clip`` or ``stats_window_size``): the others are not
+    checked, so that SB3 refuses them as unexpected arguments."""
+    out = dict(kwargs)
+    given = {name for name in out if accepted is None or name in set(accepted)}
+    if "learning_rate" in given:
+        out["learning_rate"] = check_rate("learning_rate", out["learning_rate"])
+    ints = {"buffer_size": 1, "batch_size": 1, "n_steps": 1, "policy_delay": 1, "stats_window_size": 1,
+            "learning_starts": 0, "gradient_steps": -1}  # fmt: skip  # gradient_steps: -1 = as many as env steps
+    for name, minimum in ints.items():
+        if name in given:
+            check_int(minimum, **{name: out[name]})
+    if "gamma" in given:
+        check_discount(gamma=out["gamma"])
+    if "tau" in given:
+        check_interval(0.0, 1.0, tau=out["tau"])
+    for name in ("target_policy_noise", "target_noise_clip"):
+        if name in given:
+            check_nonnegative(**{name: out[name]})
+    if "optimize_memory_usage" in given:
+        check_bool(optimize_memory_usage=out["optimize_memory_usage"])
+    if "train_freq" in given:
+        out["train_freq"] = _checked_train_freq(out["train_freq"])
+    noise = out.get("action_noise")
+    if "action_noise" in given and noise is not None and not isinstance(noise, ActionNoise):
+        raise ArgumentTypeError(f"action_noise must be an ActionNoise (stable_baselines3.common.noise) or None, got {noise!r}")
+    return out

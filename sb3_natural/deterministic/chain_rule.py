@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -21,7 +22,12 @@ from sb3_natural.common.chain_rule import (
     resolve_transform,
     transform_action_gradient,
 )
-from sb3_natural.common.checks import check_finite_observations, check_finite_rewards, check_terminal_observations
+from sb3_natural.common.checks import (
+    check_finite_observations,
+    check_finite_rewards,
+    check_off_policy_args,
+    check_terminal_observations,
+)
 from sb3_natural.deterministic.policies import ACTOR_OUTPUTS, CnnChainPolicy, MlpPolicy, MultiInputChainPolicy
 from sb3_natural.saving import ClearLoadErrorsMixin
 
@@ -62,7 +68,9 @@ class _ChainRuleActorMixin(ClearLoadErrorsMixin, _MixinBase):
         self._transform = resolve_transform(action_grad_transform)
         self.action_grad_transform = action_grad_transform
         self.actor_output = actor_output
-        super().__init__(policy, env, **kwargs)
+        sb3_class = next(c for c in type(self).__mro__ if c.__module__.startswith("stable_baselines3."))
+        accepted = inspect.signature(sb3_class).parameters
+        super().__init__(policy, env, **check_off_policy_args(kwargs, accepted))
 
     def _excluded_save_params(self) -> list[str]:
         excluded = [*super()._excluded_save_params(), "_transform"]
