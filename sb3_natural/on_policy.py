@@ -37,6 +37,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_natural.common.checks import (
     check_at_least_one,
+    check_base_args,
     check_bool,
     check_discount,
     check_finite_rollout,
@@ -92,6 +93,7 @@ class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, OnPolicyAlgorithm):
         check_bool(use_sde=kwargs.get("use_sde", False))
         check_int(-1, sde_sample_freq=kwargs.get("sde_sample_freq", -1))  # -1: only at a rollout's start
         check_at_least_one(stats_window_size=kwargs.get("stats_window_size", 100))
+        kwargs = check_base_args(kwargs)  # policy_kwargs, buffers, seed, verbose, device, tensorboard_log
         super().__init__(policy, env, **kwargs)
 
     @staticmethod

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_natural import ACKTR, DDPG, NAC, REINFORCE, TD3, FisherTRPO
@@ -148,7 +149,7 @@ def test_off_policy_documented_values_are_accepted_as_sb3_takes_them(cls, vec_en
     from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 
     kwargs = {"learning_rate": np.float32(1e-3), "buffer_size": np.int64(500), "learning_starts": 0, "tau": 1,
-              "gamma": 0, "gradient_steps": -1, "batch_size": 8, "seed": 0,
+              "gamma": 0, "gradient_steps": -1, "batch_size": 8, "seed": np.int64(0),
               "action_noise": NormalActionNoise(np.zeros(1), 0.1 * np.ones(1))}  # fmt: skip
     freqs = [
         (2, (2, "step")),
@@ -164,6 +165,43 @@ def test_off_policy_documented_values_are_accepted_as_sb3_takes_them(cls, vec_en
     assert type(model.learning_rate) is float and model.buffer_size == 500
     model.learn(20)  # gradient_steps=-1: as many as the steps collected; finite parameters after
     assert all(bool(np.isfinite(p.detach().numpy()).all()) for p in model.policy.parameters())
+
+
+BASE_BAD = [
+    ("policy_kwargs", ["net_arch=[8]", [8]]),
+    ("seed", [-1, 2**32, 1.5, "0", True]),
+    ("verbose", [-1, "1", 1.0]),
+    ("device", ["gpu0", 0, None]),
+    ("tensorboard_log", [3, True]),
+]
+BASE_CASES = [
+    pytest.param(cls, name, bad, id=f"{cls.__name__}-{name}-{bad!r}")
+    for cls in [*ON_POLICY, TD3, DDPG]
+    for name, bads in BASE_BAD
+    for bad in bads
+] + [
+    pytest.param(cls, f"{kind}_buffer_{what}", bad, id=f"{cls.__name__}-{kind}_buffer_{what}-{bad!r}")
+    for cls, kind in [(NAC, "rollout"), (FisherTRPO, "rollout"), (ACKTR, "rollout"), (TD3, "replay"), (DDPG, "replay")]
+    for what, bads in [("class", [dict, "RolloutBuffer", 3]), ("kwargs", ["x", 3])]
+    for bad in bads
+]
+
+
+@pytest.mark.parametrize("cls, name, bad", BASE_CASES)
+def test_sb3_base_arguments_are_refused_naming_them(cls, name, bad, vec_env):
+    # SB3 raised "'str' object is not callable", numpy casting errors or "Cannot access accelerator device"
+    with pytest.raises(ValueError, match=rf"^{name} must be "):
+        cls("MlpPolicy", vec_env, **{name: bad})
+
+
+def test_sb3_base_arguments_accept_what_sb3_documents(tmp_path, vec_env):
+    from stable_baselines3.common.buffers import DictReplayBuffer, RolloutBuffer
+
+    checks.check_base_args({"seed": np.int64(2**32 - 1), "verbose": 2, "device": th.device("cpu"), "policy_kwargs": None})
+    checks.check_base_args({"device": "cuda:1", "tensorboard_log": tmp_path, "rollout_buffer_class": RolloutBuffer})
+    checks.check_base_args({"replay_buffer_class": DictReplayBuffer, "replay_buffer_kwargs": {}})
+    model = NAC("MlpPolicy", vec_env, seed=np.uint32(7), device="cpu", rollout_buffer_class=RolloutBuffer, n_steps=16)
+    assert model.seed == 7 and model.device == th.device("cpu")
 
 
 def test_check_off_policy_args_checks_only_what_the_sb3_class_takes():

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 from torch import nn
@@ -306,7 +308,55 @@ def check_off_policy_args(kwargs: dict[str, Any], accepted: Iterable[str] | None
         check_bool(optimize_memory_usage=out["optimize_memory_usage"])
     if "train_freq" in given:
         out["train_freq"] = _checked_train_freq(out["train_freq"])
+    out.update(check_base_args({name: out[name] for name in given}))
     noise = out.get("action_noise")
     if "action_noise" in given and noise is not None and not isinstance(noise, ActionNoise):
         raise ArgumentTypeError(f"action_noise must be an ActionNoise (stable_baselines3.common.noise) or None, got {noise!r}")
     return out
+
+
+_BUFFER_CLASSES = {"rollout_buffer_class": RolloutBuffer, "replay_buffer_class": ReplayBuffer}
+
+
+def check_base_args(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """SB3's own arguments of every class, checked before SB3 uses them (SB3 raised ``'str' object is not
+    callable``, numpy casting errors or ``Cannot access accelerator device`` for them): a ``ValueError``
+    naming the argument and the accepted values. ``policy_kwargs``, ``rollout_buffer_kwargs`` and
+    ``replay_buffer_kwargs``: a dict or None; ``rollout_buffer_class`` / ``replay_buffer_class``: a subclass
+    of SB3's ``RolloutBuffer`` / ``ReplayBuffer`` or None; ``seed``: None or an int in [0, 2**32 - 1];
+    ``verbose``: an int >= 0; ``device``: ``"auto"``, a torch device or its name (``"cpu"``, ``"cuda:0"``);
+    ``tensorboard_log``: None or a path. Only the names present are checked. Returns them to pass on, a
+    numpy ``seed`` as a Python int (Python's ``random.seed``, which SB3 calls, refuses numpy ints)."""
+    for name in ("policy_kwargs", "rollout_buffer_kwargs", "replay_buffer_kwargs"):
+        if kwargs.get(name) is not None and not isinstance(kwargs[name], Mapping):
+            _reject(name, "a dict or None", kwargs[name], wrong_type=True)
+    for name, base in _BUFFER_CLASSES.items():
+        value = kwargs.get(name)
+        if value is not None and not (isinstance(value, type) and issubclass(value, base)):
+            _reject(name, f"a subclass of stable_baselines3's {base.__name__} or None", value, wrong_type=True)
+    seed = kwargs.get("seed")
+    if seed is not None and not (is_int(seed) and 0 <= seed < 2**32):
+        _reject("seed", "None or an int in [0, 2**32 - 1]", seed, wrong_type=not is_int(seed))
+    if "verbose" in kwargs:
+        check_int(0, verbose=kwargs["verbose"])
+    if "device" in kwargs:
+        _check_device(kwargs["device"])
+    log = kwargs.get("tensorboard_log")
+    if log is not None and not isinstance(log, (str, os.PathLike)):
+        _reject("tensorboard_log", "a folder path or None", log, wrong_type=True)
+    out = dict(kwargs)
+    if seed is not None:
+        out["seed"] = int(seed)
+    return out
+
+
+def _check_device(device: object) -> None:
+    accepted = "'auto', a torch.device or a device name such as 'cpu' or 'cuda:0'"
+    if isinstance(device, th.device) or device == "auto":
+        return
+    if not isinstance(device, str):
+        _reject("device", accepted, device, wrong_type=True)
+    try:
+        th.device(str(device))
+    except RuntimeError:
+        _reject("device", accepted, device, wrong_type=False)
