@@ -42,6 +42,7 @@ from sb3_natural.common.checks import (
     check_discount,
     check_finite_rollout,
     check_int,
+    check_learn_args,
     check_rate,
     check_samples_independent,
     check_terminal_observations,
@@ -211,7 +212,10 @@ class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, OnPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfNaturalOnPolicy:
-        """SB3's ``learn``; ``tb_log_name`` defaults to the class name (``"NAC"``, ``"FisherTRPO"``, ...)."""
+        """SB3's ``learn``; ``tb_log_name`` defaults to the class name (``"NAC"``, ``"FisherTRPO"``, ...).
+        Bad arguments raise a ``ValueError`` naming them (:func:`~sb3_natural.common.checks.check_learn_args`)."""
+        flags = {"reset_num_timesteps": reset_num_timesteps, "progress_bar": progress_bar}
+        check_learn_args(total_timesteps, callback, log_interval, tb_log_name, **flags)
         return super().learn(
             total_timesteps=total_timesteps,
             callback=callback,

@@ -204,6 +204,37 @@ def test_sb3_base_arguments_accept_what_sb3_documents(tmp_path, vec_env):
     assert model.seed == 7 and model.device == th.device("cpu")
 
 
+LEARN_BAD = [
+    ("total_timesteps", [-1, math.nan, "100", None, True]),
+    ("callback", [3, "x", [3]]),
+    ("log_interval", [0, -1, 2.5, "1"]),  # SB3: ZeroDivisionError for 0
+    ("tb_log_name", [3]),
+    ("reset_num_timesteps", ["no", None]),
+    ("progress_bar", ["yes"]),
+]
+
+
+@pytest.mark.parametrize("cls", [*ON_POLICY, TD3, DDPG], ids=lambda c: c.__name__)
+def test_learn_arguments_are_refused_naming_them_before_any_step(cls, vec_env):
+    model = cls("MlpPolicy", vec_env, seed=0)
+    for name, bads in LEARN_BAD:
+        for bad in bads:
+            kwargs = {"total_timesteps": 10, name: bad}
+            with pytest.raises(ValueError, match=rf"^{name} must be "):
+                model.learn(**kwargs)
+    assert model.num_timesteps == 0
+
+
+def test_learn_accepts_what_sb3_takes(vec_env):
+    from stable_baselines3.common.callbacks import CallbackList, EveryNTimesteps
+
+    calls = []
+    model = TD3("MlpPolicy", vec_env, seed=0, learning_starts=5)
+    model.learn(1e1, callback=lambda loc, glob: calls.append(1) is None, log_interval=None)  # a float, a callable
+    model.learn(np.int64(5), callback=[EveryNTimesteps(5, CallbackList([]))], reset_num_timesteps=np.bool_(False))
+    assert model.num_timesteps == 15 and len(calls) == 10
+
+
 def test_check_off_policy_args_checks_only_what_the_sb3_class_takes():
     # DDPG has no policy_delay: left for SB3 to refuse as an unexpected argument, not judged as a value
     assert checks.check_off_policy_args({"policy_delay": 0}, accepted=["gamma"]) == {"policy_delay": 0}

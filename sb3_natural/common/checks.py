@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 from torch import nn
@@ -360,3 +361,24 @@ def _check_device(device: object) -> None:
         th.device(str(device))
     except RuntimeError:
         _reject("device", accepted, device, wrong_type=False)
+
+
+def check_learn_args(
+    total_timesteps: object, callback: object, log_interval: object, tb_log_name: object, **flags: object
+) -> None:
+    """``learn``'s arguments, checked before SB3 runs (SB3 divided by ``log_interval=0``, called a
+    callback ``3``, trained no step for ``total_timesteps=-1`` or NaN): a ``ValueError`` naming the
+    argument. ``total_timesteps``: a finite number >= 0 (``1e5`` is taken, as SB3 does); ``callback``:
+    None, a ``BaseCallback``, a list of them or a callable ``(locals, globals) -> bool``; ``log_interval``:
+    None or an int >= 1; ``tb_log_name``: a string; ``flags`` (``reset_num_timesteps``, ``progress_bar``):
+    True or False."""
+    if not (_is_finite_real(total_timesteps) and total_timesteps >= 0):  # type: ignore[operator]
+        _reject("total_timesteps", "a finite number >= 0", total_timesteps, wrong_type=not is_real(total_timesteps))
+    items = callback if isinstance(callback, list) else [callback]
+    if callback is not None and not all(isinstance(c, BaseCallback) for c in items) and not callable(callback):
+        accepted = "None, a BaseCallback, a list of BaseCallbacks or a callable (locals, globals) -> bool"
+        _reject("callback", accepted, callback, wrong_type=True)
+    check_int(1, allow_none=True, log_interval=log_interval)
+    if not isinstance(tb_log_name, str):
+        _reject("tb_log_name", "a string", tb_log_name, wrong_type=True)
+    check_bool(**flags)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from stable_baselines3 import DDPG as SB3DDPG
 from stable_baselines3 import TD3 as SB3TD3
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.utils import polyak_update
 
 from sb3_natural.common.chain_rule import (
@@ -25,6 +26,7 @@ from sb3_natural.common.chain_rule import (
 from sb3_natural.common.checks import (
     check_finite_observations,
     check_finite_rewards,
+    check_learn_args,
     check_off_policy_args,
     check_terminal_observations,
 )
@@ -71,6 +73,28 @@ class _ChainRuleActorMixin(ClearLoadErrorsMixin, _MixinBase):
         sb3_class = next(c for c in type(self).__mro__ if c.__module__.startswith("stable_baselines3."))
         accepted = inspect.signature(sb3_class).parameters
         super().__init__(policy, env, **check_off_policy_args(kwargs, accepted))
+
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> Any:
+        """SB3's ``learn`` (``tb_log_name`` defaults to the class name, as SB3's); bad arguments raise a
+        ``ValueError`` naming them (:func:`~sb3_natural.common.checks.check_learn_args`)."""
+        flags = {"reset_num_timesteps": reset_num_timesteps, "progress_bar": progress_bar}
+        check_learn_args(total_timesteps, callback, log_interval, tb_log_name, **flags)
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name or type(self).__name__,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
 
     def _excluded_save_params(self) -> list[str]:
         excluded = [*super()._excluded_save_params(), "_transform"]
