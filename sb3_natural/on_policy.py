@@ -31,7 +31,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, BasePolicy, MultiInputActorCriticPolicy
-from stable_baselines3.common.type_aliases import MaybeCallback, RolloutBufferSamples, Schedule
+from stable_baselines3.common.type_aliases import RolloutBufferSamples, Schedule
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -42,7 +42,6 @@ from sb3_natural.common.checks import (
     check_discount,
     check_finite_rollout,
     check_int,
-    check_learn_args,
     check_rate,
     check_samples_independent,
     check_terminal_observations,
@@ -51,6 +50,7 @@ from sb3_natural.common.checks import (
 from sb3_natural.common.heads import ActorHead, actor_modules, normalization_layers, value_modules
 from sb3_natural.common.scores import batch_size_of
 from sb3_natural.common.updates import fit_critic, make_optimizer, normalize_advantages, refresh_running_statistics
+from sb3_natural.learning import CheckedLearnMixin
 from sb3_natural.saving import ClearLoadErrorsMixin
 
 
@@ -69,7 +69,7 @@ def critic_parameters(policy: ActorCriticPolicy, head: ActorHead) -> list[th.nn.
 SelfNaturalOnPolicy = TypeVar("SelfNaturalOnPolicy", bound="NaturalOnPolicyAlgorithm")
 
 
-class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, OnPolicyAlgorithm):
+class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, CheckedLearnMixin, OnPolicyAlgorithm):
     """SB3's ``OnPolicyAlgorithm`` with the pieces every on-policy class of this package shares.
 
     Subclasses keep their explicit SB3-style constructor and call ``super().__init__`` with SB3's
@@ -202,25 +202,3 @@ class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, OnPolicyAlgorithm):
     def _rollout_explained_variance(self) -> float:
         buf = self.rollout_buffer
         return float(explained_variance(buf.values.flatten(), buf.returns.flatten()))
-
-    def learn(
-        self: SelfNaturalOnPolicy,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 1,
-        tb_log_name: str = "",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfNaturalOnPolicy:
-        """SB3's ``learn``; ``tb_log_name`` defaults to the class name (``"NAC"``, ``"FisherTRPO"``, ...).
-        Bad arguments raise a ``ValueError`` naming them (:func:`~sb3_natural.common.checks.check_learn_args`)."""
-        flags = {"reset_num_timesteps": reset_num_timesteps, "progress_bar": progress_bar}
-        check_learn_args(total_timesteps, callback, log_interval, tb_log_name, **flags)
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name or type(self).__name__,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )

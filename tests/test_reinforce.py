@@ -171,3 +171,20 @@ def test_learns_cartpole_quickly():
     model.learn(20_000)
     mean, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=5, deterministic=True)
     assert mean >= 150, mean
+
+
+def test_learn_drops_partial_episodes_only_when_the_envs_are_reset():
+    # reset_num_timesteps=True resets the envs, so an episode still running would continue in another;
+    # reset_num_timesteps=False continues the same envs, so it is kept. A refused learn() changes neither.
+    model = REINFORCE("MlpPolicy", "CartPole-v1", n_episodes=None, n_steps=8, seed=0)
+    model.learn(8)
+    running = [len(ep.rewards) for ep in model._episodes.running]
+    assert sum(running) > 0
+    with pytest.raises(ValueError, match=r"^log_interval must be "):
+        model.learn(8, log_interval=0, reset_num_timesteps=True)
+    assert [len(ep.rewards) for ep in model._episodes.running] == running
+    model.learn(4, reset_num_timesteps=False)  # 8 more steps: the running episode goes on past 8 steps
+    kept = [len(ep.rewards) for ep in model._episodes.running]
+    assert kept[0] > 8, kept
+    model.learn(0, reset_num_timesteps=True)
+    assert [len(ep.rewards) for ep in model._episodes.running] == [0]

@@ -26,14 +26,15 @@ from sb3_natural.common.chain_rule import (
 from sb3_natural.common.checks import (
     check_finite_observations,
     check_finite_rewards,
-    check_learn_args,
     check_off_policy_args,
     check_terminal_observations,
 )
 from sb3_natural.deterministic.policies import ACTOR_OUTPUTS, CnnChainPolicy, MlpPolicy, MultiInputChainPolicy
+from sb3_natural.learning import CheckedLearnMixin
 from sb3_natural.saving import ClearLoadErrorsMixin
 
 SelfDDPG = TypeVar("SelfDDPG", bound="DDPG")
+SelfChainRule = TypeVar("SelfChainRule", bound="_ChainRuleActorMixin")
 
 if TYPE_CHECKING:
     _MixinBase = SB3TD3
@@ -41,7 +42,7 @@ else:
     _MixinBase = object
 
 
-class _ChainRuleActorMixin(ClearLoadErrorsMixin, _MixinBase):
+class _ChainRuleActorMixin(ClearLoadErrorsMixin, CheckedLearnMixin, _MixinBase):
     """Replaces SB3's TD3 ``train()``: same critic update, actor update by the explicit chain rule.
 
     Actor step (Silver et al. 2014, Eq. 7): ``a = mu(s)``; ``g = grad_a Q1(s, a)`` (one critic backward
@@ -75,26 +76,16 @@ class _ChainRuleActorMixin(ClearLoadErrorsMixin, _MixinBase):
         super().__init__(policy, env, **check_off_policy_args(kwargs, accepted))
 
     def learn(
-        self,
+        self: SelfChainRule,
         total_timesteps: int,
         callback: MaybeCallback = None,
-        log_interval: int = 4,
+        log_interval: int = 4,  # SB3's TD3/DDPG default: every 4 episodes
         tb_log_name: str = "",
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
-    ) -> Any:
-        """SB3's ``learn`` (``tb_log_name`` defaults to the class name, as SB3's); bad arguments raise a
-        ``ValueError`` naming them (:func:`~sb3_natural.common.checks.check_learn_args`)."""
-        flags = {"reset_num_timesteps": reset_num_timesteps, "progress_bar": progress_bar}
-        check_learn_args(total_timesteps, callback, log_interval, tb_log_name, **flags)
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name or type(self).__name__,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
+    ) -> SelfChainRule:
+        """SB3's ``learn``, the arguments checked (:class:`~sb3_natural.learning.CheckedLearnMixin`)."""
+        return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
 
     def _excluded_save_params(self) -> list[str]:
         excluded = [*super()._excluded_save_params(), "_transform"]

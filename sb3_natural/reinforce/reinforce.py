@@ -290,15 +290,14 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
         }
         self._record_update(stats, value_loss, ev)
 
-    def learn(
-        self: SelfREINFORCE,
+    def _setup_learn(
+        self,
         total_timesteps: int,
         callback: MaybeCallback = None,
-        log_interval: int = 1,
-        tb_log_name: str = "REINFORCE",
         reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
         progress_bar: bool = False,
-    ) -> SelfREINFORCE:
+    ) -> tuple[int, BaseCallback]:
         if reset_num_timesteps:
             self._episodes = EpisodeStore(self.n_envs)  # the envs are reset: drop partial episodes
-        return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
+        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
