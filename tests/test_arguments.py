@@ -296,7 +296,36 @@ def _pure_function_calls():
     def matvec(v):
         return fisher @ v + 1e-3 * v
 
-    return [
+    from gymnasium import spaces
+    from stable_baselines3.common.policies import ActorCriticPolicy, MultiInputActorCriticPolicy
+
+    def built(cls, obs_space, action_space):
+        return cls(obs_space, action_space, lambda _: 1e-3, net_arch=[8])
+
+    box = spaces.Box(-1, 1, (3,))
+    categorical = built(ActorCriticPolicy, box, spaces.Discrete(4))
+    multi = built(ActorCriticPolicy, box, spaces.MultiDiscrete([3, 2]))
+    binary = built(ActorCriticPolicy, box, spaces.MultiBinary(2))
+    dict_policy = built(MultiInputActorCriticPolicy, spaces.Dict({"a": box, "b": spaces.Discrete(3)}), spaces.Discrete(2))
+    ints = th.zeros(12, dtype=th.long)
+    # observations that are not a batch of the space's (SB3 failed in a matrix product), discrete actions
+    # outside the space (SB3 failed in gather, or took 0.5 as 0): named, before any computation
+    obs_and_actions = [
+        ("scores_obs_shape", lambda: c.per_sample_scores(policy, th.randn(12, 4), actions), "obs"),
+        ("scores_unbatched_obs", lambda: c.per_sample_scores(policy, obs[0], actions[:1]), "obs"),
+        ("fvp_obs_shape", lambda: c.AnalyticFVP(policy, th.randn(12, 2)), "obs"),
+        ("kfac_obs_shape", lambda: c.KFAC(policy).update(th.randn(12, 2)), "obs"),
+        ("kfac_value_unbatched_obs", lambda: c.KFAC.for_value(policy).update(obs[0]), "obs"),
+        ("gram_obs_shape", lambda: c.score_gram(policy, th.randn(12, 3, 1), actions), "obs"),
+        ("dict_obs_missing_key", lambda: c.per_sample_scores(dict_policy, {"a": obs}, ints[:, None]), "obs"),
+        ("dict_obs_shape", lambda: c.per_sample_scores(dict_policy, {"a": obs[:, :2], "b": ints}, ints), "obs\\['a'\\]"),
+        ("discrete_fraction", lambda: c.per_sample_scores(categorical, obs, ints + 0.5), "actions"),
+        ("discrete_range", lambda: c.per_sample_scores(categorical, obs, ints + 4), "actions"),
+        ("discrete_negative", lambda: c.weighted_score_sum(categorical, obs, ints - 1, adv), "actions"),
+        ("multi_discrete_column", lambda: c.per_sample_scores(multi, obs, th.tensor([[2, 2]] * 12)), "actions"),
+        ("multi_binary_two", lambda: c.score_products(binary, obs, th.full((12, 2), 2.0), th.zeros(24 * 4)), "actions"),
+    ]
+    numbers = [
         ("analytic_fvp_nan", lambda: c.AnalyticFVP(policy, obs, damping=math.nan), "damping"),
         ("direct_fvp_str", lambda: c.DirectFVP(policy, obs, damping="0.1"), "damping"),
         ("empirical_fvp_inf", lambda: c.EmpiricalFVP(policy, obs, actions, damping=math.inf), "damping"),
@@ -326,6 +355,7 @@ def _pure_function_calls():
         ("kfac_decay_nan", lambda: c.KFAC(policy, decay=math.nan), "decay"),
         ("squash_eps", lambda: c.OutputDistribution("diag_gaussian", (2,), squash=True, squash_eps=-1.0), "squash_eps"),
     ]
+    return obs_and_actions + numbers
 
 
 PURE_CALLS = _pure_function_calls()

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import ActionNoise
@@ -382,3 +383,65 @@ def check_learn_args(
     if not isinstance(tb_log_name, str):
         _reject("tb_log_name", "a string", tb_log_name, wrong_type=True)
     check_bool(**flags)
+
+
+def _expected_obs_shapes(space: spaces.Space) -> tuple[tuple[int, ...], ...]:
+    """The per-sample shapes SB3 accepts for an observation of ``space`` (a Discrete one as ``()`` or
+    ``(1,)``, as SB3's buffers store it)."""
+    if isinstance(space, spaces.Discrete):
+        return ((), (1,))
+    return (tuple(space.shape),) if space.shape is not None else ()
+
+
+def check_observation_batch(space: spaces.Space, obs: object) -> None:
+    """Raise a ``ValueError`` naming ``obs`` unless it is a batch of observations of ``space``: a tensor
+    (for a Dict space, a mapping with every key of it) whose shape is ``[N, *space.shape]``. The
+    per-sample routines need the batch axis; without this check a single observation or the wrong
+    shape fails deep inside a matrix product (``mat1 and mat2 shapes cannot be multiplied``)."""
+    if isinstance(space, spaces.Dict):
+        if not isinstance(obs, Mapping) or set(obs) != set(space.spaces):
+            got = sorted(obs) if isinstance(obs, Mapping) else type(obs).__name__
+            raise ValueError(f"obs must be a dict with the keys {sorted(space.spaces)} of the observation space, got {got}")
+        for key, sub in space.spaces.items():
+            _check_obs_tensor(f"obs[{key!r}]", sub, obs[key])
+        return
+    _check_obs_tensor("obs", space, obs)
+
+
+def _check_obs_tensor(name: str, space: spaces.Space, obs: object) -> None:
+    shapes = _expected_obs_shapes(space)
+    if not isinstance(obs, th.Tensor) or not shapes:
+        return
+    if tuple(obs.shape[1:]) not in shapes or obs.dim() == 0:
+        accepted = " or ".join(str(["N", *s]).replace("'", "") for s in shapes)
+        raise ValueError(
+            f"{name} must be a batch of observations of shape {accepted} (the observation space's "
+            f"{tuple(space.shape or ())} with a batch axis first), got shape {tuple(obs.shape)}"
+        )
+
+
+def check_actions_in_space(kind: str, action_dims: tuple[int, ...], actions: th.Tensor) -> None:
+    """Raise a ``ValueError`` naming ``actions`` when a discrete action is not one of the space's: not a
+    whole number in ``[0, n)`` (Discrete; per column for MultiDiscrete) or not 0/1 (MultiBinary).
+    SB3's buffers store them as floats, so whole-number floats are accepted; a fractional one would
+    be truncated and one out of range fails inside ``gather`` (or reads another action's logit)."""
+    if kind not in ("categorical", "multi_categorical", "bernoulli") or actions.numel() == 0:
+        return
+    a = actions.detach()
+    if a.is_floating_point() and not bool((a == a.round()).all()):
+        raise ValueError(f"actions must be whole numbers for a {_SPACE_OF[kind]} space, got a fractional value")
+    if kind == "bernoulli":
+        ok, accepted = bool(((a == 0) | (a == 1)).all()), "0 or 1"
+    elif kind == "categorical":
+        ok, accepted = bool((a >= 0).all() and (a < action_dims[0]).all()), f"in [0, {action_dims[0]})"
+    else:
+        cols = a.reshape(a.shape[0], -1)
+        high = th.as_tensor(action_dims, device=a.device, dtype=a.dtype)
+        ok = cols.shape[1] == len(action_dims) and bool((cols >= 0).all() and (cols < high).all())
+        accepted = f"in [0, nvec) per column, nvec = {list(action_dims)}"
+    if not ok:
+        got = f"min {a.min().item()}, max {a.max().item()}"
+        raise ValueError(f"actions must be {accepted} for a {_SPACE_OF[kind]} space, got {got}")
+
+
+_SPACE_OF = {"categorical": "Discrete", "multi_categorical": "MultiDiscrete", "bernoulli": "MultiBinary"}

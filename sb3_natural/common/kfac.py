@@ -67,6 +67,7 @@ from typing import Any, Literal
 
 import torch as th
 import torch.nn.functional as F
+from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
@@ -75,6 +76,7 @@ from sb3_natural.common.checks import (
     check_at_least_one,
     check_int,
     check_interval,
+    check_observation_batch,
     check_positive,
     check_samples_independent,
 )
@@ -294,6 +296,7 @@ class _Target:
     policy_rows: Callable[[th.Tensor], th.Tensor] | None = None  # z -> the rows of R_pi reaching a layer
     head: ActorHead | None = None  # the actor (actor and joint targets)
     batch_norms: list[tuple[str, nn.Module]] = field(default_factory=list)  # those y's forward runs (batch_norm_layers)
+    observation_space: spaces.Space | None = None  # the policy's: obs given to record() are checked against it
 
 
 def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
@@ -359,6 +362,7 @@ def _actor_target(head: ActorHead, kl_convention: KLConvention) -> _Target:
         policy_rows=policy_rows,
         head=head,
         batch_norms=head.batch_norms,
+        observation_space=head.policy.observation_space,
     )
 
 
@@ -410,6 +414,7 @@ def _value_target(policy: ActorCriticPolicy, params: Sequence[nn.Parameter] | No
         sample_grad,
         dense_block,
         batch_norms=batch_norm_layers(value_modules(policy)),
+        observation_space=policy.observation_space,
     )
 
 
@@ -505,6 +510,7 @@ def _actor_critic_target(head: ActorHead, vf_fisher_coef: float, kl_convention: 
         policy_rows=actor_rows,
         head=head,
         batch_norms=batch_norm_layers(actor_modules(head.policy) + value_modules(head.policy)),
+        observation_space=head.policy.observation_space,
     )
 
 
@@ -837,6 +843,8 @@ class KFAC:
         ``v`` (value) or ``[z, v]`` (:meth:`for_actor_critic`). Pass it to :meth:`update` to reuse the pass."""
         t = self._t
         check_samples_independent(t.batch_norms)
+        if t.observation_space is not None:
+            check_observation_batch(t.observation_space, obs)
         with th.enable_grad(), record_layers(t.layers) as records:
             y = t.forward(obs)
         return Recorded(y, records, t.pieces() if t.pieces is not None else None)

@@ -37,7 +37,12 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-from sb3_natural.common.checks import check_int, check_samples_independent
+from sb3_natural.common.checks import (
+    check_actions_in_space,
+    check_int,
+    check_observation_batch,
+    check_samples_independent,
+)
 from sb3_natural.common.heads import ActorHead, Obs, index_obs
 
 ScoreMethod = Literal["layerwise", "vmap", "loop"]
@@ -64,8 +69,10 @@ def prepare_batch(policy: Any, obs: Any, actions: Any) -> tuple[ActorHead, Obs, 
     head = as_head(policy)
     check_samples_independent(head.batch_norms)
     obs_t = head.obs_to_tensor(obs)
+    check_observation_batch(head.policy.observation_space, obs_t)
     actions = th.as_tensor(actions, device=head.params[0].device)
     head.dist.prepare_actions(actions, batch_size_of(obs_t))  # validates the shape
+    check_actions_in_space(head.dist.kind, head.dist.action_dims, actions)
     return head, obs_t, actions
 
 
