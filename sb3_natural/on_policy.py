@@ -22,7 +22,7 @@ What is the same in every on-policy class lives here once:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
@@ -66,9 +66,6 @@ def critic_parameters(policy: ActorCriticPolicy, head: ActorHead) -> list[th.nn.
     return [p for p in policy.parameters() if p.requires_grad and id(p) not in actor_ids]
 
 
-SelfNaturalOnPolicy = TypeVar("SelfNaturalOnPolicy", bound="NaturalOnPolicyAlgorithm")
-
-
 class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, CheckedLearnMixin, OnPolicyAlgorithm):
     """SB3's ``OnPolicyAlgorithm`` with the pieces every on-policy class of this package shares.
 
@@ -93,8 +90,7 @@ class NaturalOnPolicyAlgorithm(ClearLoadErrorsMixin, CheckedLearnMixin, OnPolicy
         check_discount(gamma=kwargs["gamma"], gae_lambda=kwargs["gae_lambda"])
         check_bool(use_sde=kwargs.get("use_sde", False))
         check_int(-1, sde_sample_freq=kwargs.get("sde_sample_freq", -1))  # -1: only at a rollout's start
-        check_at_least_one(stats_window_size=kwargs.get("stats_window_size", 100))
-        kwargs = check_base_args(kwargs)  # policy_kwargs, buffers, seed, verbose, device, tensorboard_log
+        kwargs = check_base_args(kwargs)  # policy_kwargs, buffers, seed, verbose, device, tensorboard_log, stats_window_size
         super().__init__(policy, env, **kwargs)
 
     @staticmethod

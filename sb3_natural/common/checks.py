@@ -16,7 +16,7 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import ActionNoise
-from stable_baselines3.common.type_aliases import TrainFrequencyUnit
+from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -277,7 +277,7 @@ def _checked_train_freq(value: object) -> object:
         raise (ValueError if unit_ok and is_int(pair[0]) else ArgumentTypeError)(
             f"train_freq must be {_TRAIN_FREQ}, got {value!r}"
         )
-    if isinstance(value, tuple) and type(value) is not tuple:  # SB3's TrainFreq (a saved model's) as it is
+    if isinstance(value, TrainFreq):  # SB3's own (a saved model's), as it is
         return value
     return (int(pair[0]), pair[1]) if isinstance(value, (tuple, list)) else int(pair[0])  # SB3 wants a Python int
 
@@ -291,10 +291,11 @@ def check_off_policy_args(kwargs: dict[str, Any], accepted: Iterable[str] | None
     ``target_policy_noise``, ``target_noise_clip`` or ``stats_window_size``): the others are not
     checked, so that SB3 refuses them as unexpected arguments."""
     out = dict(kwargs)
-    given = {name for name in out if accepted is None or name in set(accepted)}
+    names = None if accepted is None else set(accepted)
+    given = {name for name in out if names is None or name in names}
     if "learning_rate" in given:
         out["learning_rate"] = check_rate("learning_rate", out["learning_rate"])
-    ints = {"buffer_size": 1, "batch_size": 1, "n_steps": 1, "policy_delay": 1, "stats_window_size": 1,
+    ints = {"buffer_size": 1, "batch_size": 1, "n_steps": 1, "policy_delay": 1,
             "learning_starts": 0, "gradient_steps": -1}  # fmt: skip  # gradient_steps: -1 = as many as env steps
     for name, minimum in ints.items():
         if name in given:
@@ -326,9 +327,10 @@ def check_base_args(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     naming the argument and the accepted values. ``policy_kwargs``, ``rollout_buffer_kwargs`` and
     ``replay_buffer_kwargs``: a dict or None; ``rollout_buffer_class`` / ``replay_buffer_class``: a subclass
     of SB3's ``RolloutBuffer`` / ``ReplayBuffer`` or None; ``seed``: None or an int in [0, 2**32 - 1];
-    ``verbose``: an int >= 0; ``device``: ``"auto"``, a torch device or its name (``"cpu"``, ``"cuda:0"``);
-    ``tensorboard_log``: None or a path. Only the names present are checked. Returns them to pass on, a
-    numpy ``seed`` as a Python int (Python's ``random.seed``, which SB3 calls, refuses numpy ints)."""
+    ``verbose``: an int >= 0; ``stats_window_size``: an int >= 1; ``device``: ``"auto"``, a torch device
+    or its name (``"cpu"``, ``"cuda:0"``); ``tensorboard_log``: None or a path. Only the names present are
+    checked. Returns them to pass on, a numpy ``seed`` as a Python int (Python's ``random.seed``, which
+    SB3 calls, refuses numpy ints)."""
     for name in ("policy_kwargs", "rollout_buffer_kwargs", "replay_buffer_kwargs"):
         if kwargs.get(name) is not None and not isinstance(kwargs[name], Mapping):
             _reject(name, "a dict or None", kwargs[name], wrong_type=True)
@@ -341,6 +343,8 @@ def check_base_args(kwargs: Mapping[str, Any]) -> dict[str, Any]:
         _reject("seed", "None or an int in [0, 2**32 - 1]", seed, wrong_type=not is_int(seed))
     if "verbose" in kwargs:
         check_int(0, verbose=kwargs["verbose"])
+    if "stats_window_size" in kwargs:
+        check_int(1, stats_window_size=kwargs["stats_window_size"])
     if "device" in kwargs:
         _check_device(kwargs["device"])
     log = kwargs.get("tensorboard_log")

@@ -30,17 +30,14 @@ from typing import Any
 
 import torch as th
 
-from sb3_natural.common.checks import check_nonnegative, check_observation_batch, check_samples_independent
+from sb3_natural.common.checks import check_nonnegative
 from sb3_natural.common.distributions import KLConvention
 from sb3_natural.common.heads import ActorHead, Obs
-from sb3_natural.common.scores import ScoreMethod, as_head, batch_size_of, per_sample_grads
+from sb3_natural.common.scores import ScoreMethod, batch_size_of, per_sample_grads, prepare_obs
 
 
 def _prepare(policy: Any, obs: Any) -> tuple[ActorHead, Obs, int]:
-    head = as_head(policy)
-    check_samples_independent(head.batch_norms)
-    obs_t = head.obs_to_tensor(obs)
-    check_observation_batch(head.policy.observation_space, obs_t)
+    head, obs_t = prepare_obs(policy, obs)
     n = batch_size_of(obs_t)
     if n < 1:
         raise ValueError("obs must hold at least one sample")

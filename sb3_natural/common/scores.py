@@ -63,13 +63,22 @@ def batch_size_of(obs: Obs) -> int:
     return int(obs.shape[0])
 
 
-def prepare_batch(policy: Any, obs: Any, actions: Any) -> tuple[ActorHead, Obs, th.Tensor]:
-    """The actor head, the observations as tensors and the actions on the policy's device, their shape
-    checked against the batch (the common start of every routine that takes ``(policy, obs, actions)``)."""
+def prepare_obs(policy: Any, obs: Any) -> tuple[ActorHead, Obs]:
+    """The actor head and the observations as tensors, checked to be a batch of the policy's observation
+    space and the policy to treat its samples independently (the common start of every per-sample
+    routine: scores, Gram, Fisher products)."""
     head = as_head(policy)
     check_samples_independent(head.batch_norms)
     obs_t = head.obs_to_tensor(obs)
     check_observation_batch(head.policy.observation_space, obs_t)
+    return head, obs_t
+
+
+def prepare_batch(policy: Any, obs: Any, actions: Any) -> tuple[ActorHead, Obs, th.Tensor]:
+    """:func:`prepare_obs`, and the actions on the policy's device, their shape checked against the batch
+    and their values against the action space (the common start of every routine that takes
+    ``(policy, obs, actions)``)."""
+    head, obs_t = prepare_obs(policy, obs)
     actions = th.as_tensor(actions, device=head.params[0].device)
     head.dist.prepare_actions(actions, batch_size_of(obs_t))  # validates the shape
     check_actions_in_space(head.dist.kind, head.dist.action_dims, actions)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import torch as th
@@ -24,8 +24,6 @@ from sb3_natural.common.checks import (
 from sb3_natural.common.returns import Episode, EpisodeStore, episode_weights
 from sb3_natural.common.updates import normalize_advantages
 from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
-
-SelfREINFORCE = TypeVar("SelfREINFORCE", bound="REINFORCE")
 
 BASELINES = (None, "mean", "value")
 LOSS_REDUCTIONS = ("mean", "sum")
