@@ -4,6 +4,7 @@
     python benchmarks/bench_acktr.py --flops      # the matrix-product flops of each train() instead
     python benchmarks/bench_acktr.py --ablations  # "sample" without the KL diagnostic / the preconditioning
     python benchmarks/bench_acktr.py --products   # the exact first-layer factor's two products, float32 vs bfloat16
+    python benchmarks/bench_acktr.py --scaling    # each update at 16 samples and at the full N: fixed vs per-sample time
 
 For CartPole-v1 (8 envs x 32 steps = 256 samples) and HalfCheetah-v5 (1 env x 2048 steps), SB3's
 default MlpPolicy (64x64 tanh, shared=False): one rollout is collected by SB3's A2C and copied into
@@ -18,6 +19,12 @@ are printed and written as JSON. ``--flops``: one ``train()`` of each model afte
 ``torch.utils.flop_counter.FlopCounterMode`` (matrix products only: elementwise work, the optimizer's
 step and the eigendecompositions are not counted), and the ratios to A2C's: the arithmetic each update
 has to do, which its time ratio could only go below by running its products faster than A2C's.
+``--scaling``: A2C and ACKTR (exact, sample) timed the same way on a rollout of 16 samples and on the
+full one. ``t(16)`` is (almost all) the per-update cost that does not grow with the batch (Python,
+dispatch, the step, the eigendecompositions' amortized share); ``t(N) - t(16)`` the part that does. An
+update with no fixed cost at all would still take ``(t(N) - t(16)) / t_A2C(N)`` of A2C's update, and
+one with A2C's own fixed cost ``(t(N) - t(16) + t_A2C(16)) / t_A2C(N)``: the ratios that making the
+per-update overhead smaller could reach, at this implementation's per-sample work.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from stable_baselines3.common.logger import configure
 from sb3_natural import ACKTR
 
 CASES = {"CartPole-v1": (8, 32), "HalfCheetah-v5": (1, 2048)}
+SMALL_CASES = {"CartPole-v1": (8, 2), "HalfCheetah-v5": (1, 16)}  # --scaling: 16 samples
 VARIANTS = {
     "acktr_exact": {"fisher": "exact"},
     "acktr_sample": {"fisher": "sample"},
@@ -74,11 +82,23 @@ def _ablate(name: str, m: ACKTR) -> None:
         m._state.kfac.precondition_and_quadratic = lambda g, num_leading=None: (g.clone(), 1.0)  # type: ignore[method-assign]
 
 
-def measure(env_id: str, repeats: int, count_flops: bool = False, ablations: bool = False) -> dict:
-    n_envs, n_steps = CASES[env_id]
+def measure(
+    env_id: str,
+    repeats: int,
+    count_flops: bool = False,
+    ablations: bool = False,
+    case: tuple[int, int] | None = None,
+    only: tuple[str, ...] | None = None,
+    warmup: int = 2,
+) -> dict:
+    """``case``: ``(n_envs, n_steps)`` instead of :data:`CASES`'s; ``only``: these variants; ``warmup``:
+    untimed rounds first."""
+    n_envs, n_steps = CASES[env_id] if case is None else case
     a2c = _rollout(env_id, n_envs, n_steps)
     models = {"a2c": a2c}
     variants = ABLATIONS if ablations else VARIANTS
+    if only is not None:
+        variants = {name: variants[name] for name in only}
     for name, kwargs in variants.items():
         m = ACKTR("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=0), n_steps=n_steps, seed=0, device="cpu", **kwargs)
         m.policy.load_state_dict(a2c.policy.state_dict())
@@ -94,14 +114,14 @@ def measure(env_id: str, repeats: int, count_flops: bool = False, ablations: boo
     times: dict[str, list[float]] = {name: [] for name in models}
     a2c_times: dict[str, list[float]] = {name: [] for name in variants}
     for name in variants:
-        for r in range(repeats + 2):  # two warm-up rounds
+        for r in range(repeats + warmup):
             for which in ("a2c", name) if r % 2 == 0 else (name, "a2c"):
                 m = models[which]
                 m.rollout_buffer = copy.deepcopy(buffers[which])
                 t0 = time.perf_counter()
                 m.train()
                 dt = time.perf_counter() - t0
-                if r >= 2:
+                if r >= warmup:
                     (a2c_times[name] if which == "a2c" else times[name]).append(dt)
     times["a2c"] = [t for ts in a2c_times.values() for t in ts]
     med = {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
@@ -129,6 +149,30 @@ def _flops(env_id: str, batch: int, models: dict, buffers: dict) -> dict:
         counted[name] = counter.get_total_flops() / 1e6
     return {"env": env_id, "batch": batch, "mflop": counted,
             "ratio_to_a2c": {k: v / counted["a2c"] for k, v in counted.items() if k != "a2c"}}  # fmt: skip
+
+
+SCALING_VARIANTS = ("acktr_exact", "acktr_sample")
+
+
+def scaling(env_id: str, repeats: int) -> dict:
+    """:func:`measure` on 16 samples and on the full rollout (exact and sample), and the ratios to A2C's
+    full update that an update without fixed cost / with A2C's fixed cost would have (module docstring)."""
+    # 12 untimed rounds: every model past its second eigendecomposition refresh (inverse_update_freq = 10)
+    small = measure(env_id, repeats, case=SMALL_CASES[env_id], only=SCALING_VARIANTS, warmup=12)
+    full = measure(env_id, repeats, only=SCALING_VARIANTS, warmup=12)
+    a2c_full, a2c_small = full["median_ms"]["a2c"], small["median_ms"]["a2c"]
+    per_variant = {}
+    for name in SCALING_VARIANTS:
+        grows = full["median_ms"][name] - small["median_ms"][name]
+        per_variant[name] = {
+            "ms_small": small["median_ms"][name],
+            "ms_full": full["median_ms"][name],
+            "ratio_full": full["ratio_to_a2c"][name],
+            "ratio_without_fixed_cost": grows / a2c_full,
+            "ratio_with_a2c_fixed_cost": (grows + a2c_small) / a2c_full,
+        }
+    return {"env": env_id, "batch": full["batch"], "batch_small": small["batch"], "a2c_ms_small": a2c_small,
+            "a2c_ms_full": a2c_full, "variants": per_variant}  # fmt: skip
 
 
 _PRODUCT_DTYPES = (("float32", th.float32), ("bfloat16", th.bfloat16))
@@ -160,8 +204,20 @@ def main() -> None:
         "--ablations", action="store_true", help="time fisher='sample' without the KL diagnostic / the preconditioning"
     )
     parser.add_argument("--products", action="store_true", help="time the exact factor's products, float32 vs bfloat16")
+    parser.add_argument("--scaling", action="store_true", help="time each update at 16 samples and at the full N")
     args = parser.parse_args()
     th.set_num_threads(1)
+    if args.scaling:
+        found = [scaling(env_id, args.repeats) for env_id in args.envs]
+        for res in found:
+            print(f"{res['env']}: A2C {res['a2c_ms_small']:.2f} ms at N = {res['batch_small']}, "
+                  f"{res['a2c_ms_full']:.2f} ms at N = {res['batch']}")  # fmt: skip
+            for name, v in res["variants"].items():
+                print(f"  {name}: {v['ms_small']:.2f} ms / {v['ms_full']:.2f} ms = {v['ratio_full']:.2f}x A2C; "
+                      f"without fixed cost {v['ratio_without_fixed_cost']:.2f}x, "
+                      f"with A2C's fixed cost {v['ratio_with_a2c_fixed_cost']:.2f}x")  # fmt: skip
+        _write(args.out, "scaling", found)
+        return
     if args.products:
         res = products(max(args.repeats, 50))
         print(f"exact first-layer factor products (N = 2048, K = 6, h = 64): float32 {res['float32_ms']:.3f} ms, "
@@ -179,12 +235,17 @@ def main() -> None:
         for name, ratio in res["ratio_to_a2c"].items():
             beside = res["a2c_median_ms_beside"][name]
             print(f"  {name}: {res['median_ms'][name]:.2f} ms = {ratio:.2f}x A2C (A2C beside it: {beside:.2f} ms)")
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        meta = {"date": str(date.today()), "machine": platform.processor() or platform.machine(), "threads": 1}
-        path = args.out / f"bench_acktr{'_ablations' if args.ablations else ''}_{int(time.time())}.json"
-        path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-        print(f"wrote {path}")
+    _write(args.out, "ablations" if args.ablations else None, results)
+
+
+def _write(out: Path | None, kind: str | None, results: list[dict]) -> None:
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"date": str(date.today()), "machine": platform.processor() or platform.machine(), "threads": 1}
+    path = out / f"bench_acktr{'' if kind is None else '_' + kind}_{int(time.time())}.json"
+    path.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
