@@ -35,4 +35,30 @@ test -s demo_out/nac_cartpole_learning_curve.png || { echo "FAILED: the demo wro
 run python -m sb3_natural.benchmark --help
 run python -c "from sb3_natural.configs import zoo_config_dir; d = zoo_config_dir(); assert 'site-packages' in str(d), d; print(d)"
 cat "$work/last.log"
+
+# The wheel alone, without extras: every algorithm trains, saves and loads; the zoo and benchmark
+# entry points exit naming the zoo extra's pip command instead of a ModuleNotFoundError traceback.
+python3 -m venv "$work/bare"
+bare_install() { "$work/bare/bin/python" -m pip install -q -c "$root/constraints.txt" "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
+bare_install "torch==2.13.0"
+bare_install "$wheel"
+mkdir "$work/bare_cwd"
+cd "$work/bare_cwd"
+run "$work/bare/bin/python" -c "
+from sb3_natural import ACKTR, DDPG, NAC, REINFORCE, TD3, FisherTRPO
+cases = [(NAC, 'CartPole-v1', {'n_steps': 16}), (FisherTRPO, 'CartPole-v1', {'n_steps': 32, 'batch_size': 32}),
+         (REINFORCE, 'CartPole-v1', {}), (ACKTR, 'Pendulum-v1', {'n_steps': 16}),
+         (TD3, 'Pendulum-v1', {'learning_starts': 10}), (DDPG, 'Pendulum-v1', {'learning_starts': 10})]
+for cls, env_id, kwargs in cases:
+    model = cls('MlpPolicy', env_id, seed=0, **kwargs).learn(64)
+    model.save('model')
+    cls.load('model')
+print('the algorithms work without extras')
+"
+for cmd in "$work/bare/bin/sb3-natural-train --algo nac --env CartPole-v1" "$work/bare/bin/python -m sb3_natural.benchmark --suite quick"; do
+    echo "+ $cmd (no zoo extra)"
+    if $cmd > "$work/last.log" 2>&1; then echo "FAILED: $cmd ran without the zoo extra"; exit 1; fi
+    grep -q 'pip install "sb3-natural\[zoo\]"' "$work/last.log" || { tail -20 "$work/last.log"; echo "FAILED: $cmd did not name the zoo extra"; exit 1; }
+    if grep -q Traceback "$work/last.log"; then tail -20 "$work/last.log"; echo "FAILED: $cmd printed a traceback"; exit 1; fi
+done
 echo "wheel smoke test passed"

@@ -65,7 +65,9 @@ def build(seed: int = DEFAULT_SEED) -> tuple[NAC, Any, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m sb3_natural.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--timesteps", type=int, default=None, help="default: the zoo config's n_timesteps")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="default 1: see the module docstring")
     parser.add_argument("--out", default="demo_output")

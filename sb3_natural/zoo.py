@@ -12,13 +12,17 @@ from __future__ import annotations
 import sys
 
 from sb3_natural.configs import zoo_config_file
+from sb3_natural.extras import MissingExtraError, require_extra
 from sb3_natural.registry import REGISTRY, ZOO_ALGOS
 
 __all__ = ["REGISTRY", "ZOO_ALGOS", "register", "run_zoo", "with_default_config"]
 
 
 def register() -> None:
-    """Add our algorithms to rl-zoo3's registries (idempotent)."""
+    """Add our algorithms to rl-zoo3's registries (idempotent).
+
+    :raises ~sb3_natural.extras.MissingExtraError: rl-zoo3 is not installed (the ``zoo`` extra)"""
+    require_extra("zoo", "the rl-zoo3 integration (sb3_natural.zoo, sb3-natural-train / enjoy)", ("rl_zoo3",))
     from rl_zoo3 import utils
     from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 
@@ -70,7 +74,10 @@ def run_zoo(entry: str, argv: list[str] | None = None) -> None:
         th.set_flush_denormal(True)
     if "--num-threads" not in raw:
         th.set_num_threads(1)
-    register()
+    try:
+        register()
+    except MissingExtraError as err:
+        raise SystemExit(f"error: {err}") from None
     args = with_default_config(raw) if entry == "train" else raw
     if entry == "enjoy":
         from rl_zoo3 import utils

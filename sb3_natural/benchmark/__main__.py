@@ -21,13 +21,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sb3_natural.benchmark.report import write_reports
 from sb3_natural.benchmark.runner import grid, load_all, load_result, run_grid
 from sb3_natural.benchmark.suites import SUITES
+from sb3_natural.extras import MissingExtraError, require_extra
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m sb3_natural.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--suite", choices=sorted(SUITES), default="quick")
     parser.add_argument("--algos", nargs="+", help="subset (or other zoo keys) instead of the suite's algorithms")
     parser.add_argument("--envs", nargs="+", help="subset of the suite's envs")
@@ -63,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_argument("--slurm-walltime", help="walltime of each job, e.g. 04:00:00")
     cluster.add_argument("--slurm-memory", help="memory of each job, e.g. 4GB")
     args = parser.parse_args(argv)
+    try:  # running a grid needs rl-zoo3, the reports scipy: both in the zoo extra
+        what = "python -m sb3_natural.benchmark" + (" --report-only" if args.report_only else "")
+        require_extra("zoo", what, ("scipy",) if args.report_only else ("rl_zoo3", "scipy"))
+    except MissingExtraError as err:
+        parser.error(str(err))
     if args.executor == "local" and (args.scheduler or args.slurm_config or args.tls_cert):
         parser.error("--scheduler, --slurm-config and --tls-* need --executor dask or slurm")
     if args.executor == "dask" and not args.scheduler:
@@ -111,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if executor is not None:
                 executor.close()
+    from sb3_natural.benchmark.report import write_reports  # scipy, checked above
+
     everything = load_all(out) if out.is_dir() else []  # the reports cover every grid run into this folder
     if everything:
         paths = write_reports(everything, out, args.reference)
