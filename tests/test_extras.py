@@ -64,3 +64,17 @@ def test_benchmark_cli_without_the_zoo_extra(missing, flags, without, tmp_path, 
 def test_benchmark_report_only_does_not_need_rl_zoo3(without, tmp_path):
     without("rl_zoo3")
     assert benchmark_main(["--suite", "quick", "--out", str(tmp_path / "none"), "--report-only"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("missing", "flags"),
+    [("distributed", ["--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"]), ("dask_jobqueue", ["--executor", "slurm"])],
+)
+def test_benchmark_cluster_executors_without_the_cluster_extra(missing, flags, without, tmp_path, capsys):
+    without(missing)
+    with pytest.raises(SystemExit) as exc:
+        benchmark_main(["--suite", "quick", "--out", str(tmp_path), *flags])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--executor {flags[1]} needs {missing}" in err and 'pip install "sb3-natural[cluster]"' in err
+    assert not any(tmp_path.iterdir())

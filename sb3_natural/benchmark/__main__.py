@@ -65,9 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_argument("--slurm-walltime", help="walltime of each job, e.g. 04:00:00")
     cluster.add_argument("--slurm-memory", help="memory of each job, e.g. 4GB")
     args = parser.parse_args(argv)
-    try:  # running a grid needs rl-zoo3, the reports scipy: both in the zoo extra
+    try:  # running a grid needs rl-zoo3, the reports scipy: both in the zoo extra; dask / slurm the cluster extra
         what = "python -m sb3_natural.benchmark" + (" --report-only" if args.report_only else "")
         require_extra("zoo", what, ("scipy",) if args.report_only else ("rl_zoo3", "scipy"))
+        if args.executor != "local" and not args.report_only:
+            from sb3_natural.benchmark.executors import CLUSTER_MODULES
+
+            require_extra("cluster", f"--executor {args.executor}", CLUSTER_MODULES[args.executor])
     except MissingExtraError as err:
         parser.error(str(err))
     if args.executor == "local" and (args.scheduler or args.slurm_config or args.tls_cert):

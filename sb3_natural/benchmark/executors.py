@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from sb3_natural.benchmark.runner import Run, train_run
+from sb3_natural.extras import MissingExtraError
 
 INSTALL_HINT = 'the dask and slurm executors need the cluster extra: pip install "sb3-natural[cluster]"'
+CLUSTER_MODULES = {"dask": ("dask", "distributed"), "slurm": ("dask", "distributed", "dask_jobqueue")}
 
 
 def _require(module: str) -> Any:
@@ -44,7 +46,7 @@ def _require(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(f"{INSTALL_HINT} ({err})") from err
+        raise MissingExtraError(f"{INSTALL_HINT} ({err})") from err
 
 
 def remote_train(run: dict[str, Any], eval_points: int, eval_episodes: int, flush_denormal: bool) -> str:
