@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Wheel smoke test: build the wheel, install it (not editable) with the zoo extra into a fresh venv,
+# Wheel smoke test: build the wheel (and check the sdist's contents), install it (not editable) with the zoo extra into a fresh venv,
 # and from a directory outside the checkout run every entry point. Fails if any of them fails.
 # Usage: bash .ci/wheel_smoke.sh [PYTHON]   (PYTHON builds the wheel; default .venv/bin/python)
 set -euo pipefail
@@ -12,6 +12,19 @@ trap 'rm -rf "$work"' EXIT
 "$build_python" -m build --wheel --outdir "$work/dist" . > "$work/build.log" 2>&1 || { tail -30 "$work/build.log"; exit 1; }
 wheel=$(ls "$work"/dist/sb3_natural-*.whl)
 echo "built $(basename "$wheel")"
+# The sdist carries every tracked source, test (with its data), example, config and docs file (not the
+# benchmark results): MANIFEST.in once left out tests/data/ and benchmarks/configs/.
+"$build_python" -m build --sdist --outdir "$work/dist" . >> "$work/build.log" 2>&1 || { tail -30 "$work/build.log"; exit 1; }
+"$build_python" - "$work"/dist/sb3_natural-*.tar.gz <<'EOF_SDIST'
+import subprocess, sys, tarfile
+names = {n.split("/", 1)[1] for n in tarfile.open(sys.argv[1]).getnames() if "/" in n}
+folders = ["sb3_natural", "tests", "examples", "zoo_configs", "benchmarks", "docs"]
+tracked = subprocess.run(["git", "ls-files", *folders], capture_output=True, text=True, check=True).stdout.split()
+missing = [p for p in tracked if not p.startswith("benchmarks/results/") and p not in names]
+if missing:
+    sys.exit("FAILED: the sdist lacks tracked files:\n  " + "\n  ".join(missing))
+print(f"built {sys.argv[1].rsplit('/', 1)[1]}: it carries the {len(tracked)} tracked files checked")
+EOF_SDIST
 python3 -m venv "$work/venv"
 pip_install() { "$work/venv/bin/python" -m pip install -q -c "$root/constraints.txt" "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
 pip_install "torch==2.13.0"
