@@ -26,9 +26,10 @@ if missing:
 print(f"built {sys.argv[1].rsplit('/', 1)[1]}: it carries the {len(tracked)} tracked files checked")
 EOF_SDIST
 python3 -m venv "$work/venv"
-pip_install() { "$work/venv/bin/python" -m pip install -q -c "$root/constraints.txt" "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
-pip_install "torch==2.13.0"
-pip_install "${wheel}[zoo]"
+# venv_install VENV ARGS...: pip install into that venv with the repository's constraints
+venv_install() { local venv=$1; shift; "$venv/bin/python" -m pip install -q -c "$root/constraints.txt" "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
+venv_install "$work/venv" "torch==2.13.0"
+venv_install "$work/venv" "${wheel}[zoo]"
 "$work/venv/bin/python" -c "import sb3_natural" || { echo "the wheel did not install"; exit 1; }
 
 mkdir "$work/elsewhere"
@@ -52,9 +53,8 @@ cat "$work/last.log"
 # The wheel alone, without extras: every algorithm trains, saves and loads; the zoo and benchmark
 # entry points exit naming the zoo extra's pip command instead of a ModuleNotFoundError traceback.
 python3 -m venv "$work/bare"
-bare_install() { "$work/bare/bin/python" -m pip install -q -c "$root/constraints.txt" "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
-bare_install "torch==2.13.0"
-bare_install "$wheel"
+venv_install "$work/bare" "torch==2.13.0"
+venv_install "$work/bare" "$wheel"
 mkdir "$work/bare_cwd"
 cd "$work/bare_cwd"
 run "$work/bare/bin/python" -c "

@@ -78,3 +78,12 @@ def test_benchmark_cluster_executors_without_the_cluster_extra(missing, flags, w
     err = capsys.readouterr().err
     assert f"--executor {flags[1]} needs {missing}" in err and 'pip install "sb3-natural[cluster]"' in err
     assert not any(tmp_path.iterdir())
+
+
+def test_executor_imports_name_the_cluster_extra(without):
+    from sb3_natural.benchmark import executors
+
+    without("distributed")
+    with pytest.raises(MissingExtraError, match=r'executors needs distributed, .*pip install "sb3-natural\[cluster\]"'):
+        executors._require("distributed.security")
+    assert executors._require("json").dumps([1]) == "[1]"  # an installed module is imported and returned

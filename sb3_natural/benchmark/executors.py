@@ -34,19 +34,18 @@ from pathlib import Path
 from typing import Any
 
 from sb3_natural.benchmark.runner import Run, train_run
-from sb3_natural.extras import MissingExtraError
+from sb3_natural.extras import require_extra
 
-INSTALL_HINT = 'the dask and slurm executors need the cluster extra: pip install "sb3-natural[cluster]"'
 CLUSTER_MODULES = {"dask": ("dask", "distributed"), "slurm": ("dask", "distributed", "dask_jobqueue")}
 
 
 def _require(module: str) -> Any:
+    """Import ``module``; :class:`~sb3_natural.extras.MissingExtraError` naming the cluster extra when its
+    top-level package is not installed."""
     import importlib
 
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise MissingExtraError(f"{INSTALL_HINT} ({err})") from err
+    require_extra("cluster", "the dask and slurm executors", (module.split(".")[0],))
+    return importlib.import_module(module)
 
 
 def remote_train(run: dict[str, Any], eval_points: int, eval_episodes: int, flush_denormal: bool) -> str:
