@@ -365,3 +365,49 @@ PURE_CALLS = _pure_function_calls()
 def test_pure_functions_refuse_bad_arguments_naming_them(call, name):
     with pytest.raises(ValueError, match=rf"^{name} must "):
         call()
+
+
+# load(path, env, **kwargs): SB3 sets each keyword on the model as given; the constructor's arguments among
+# them are checked as the constructor checks them (n_steps=0 failed with UnboundLocalError in the next
+# rollout, gamma=2.0 and fisher="bogus" trained on).
+LOAD_CASES = [
+    (ACKTR, "fisher", "bogus"),
+    (ACKTR, "n_steps", 0),
+    (ACKTR, "momentum", 2.0),
+    (NAC, "solver", "qr"),
+    (NAC, "gamma", 2.0),
+    (FisherTRPO, "target_kl", -1.0),
+    (REINFORCE, "max_grad_norm", 0.0),
+    (TD3, "policy_delay", 0),
+    (DDPG, "tau", -1.0),
+]
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory, vec_env):
+    folder = tmp_path_factory.mktemp("saved")
+    paths = {}
+    for cls in {c for c, _, _ in LOAD_CASES}:
+        kwargs = {"learning_starts": 10} if cls in (TD3, DDPG) else {"n_steps": 16}
+        if cls is REINFORCE:
+            kwargs = {"n_episodes": None, "n_steps": 16}
+        model = cls("MlpPolicy", vec_env, seed=0, **kwargs)
+        model.learn(16)
+        paths[cls] = folder / cls.__name__
+        model.save(paths[cls])
+    return paths
+
+
+@pytest.mark.parametrize("cls, name, bad", LOAD_CASES, ids=lambda v: getattr(v, "__name__", repr(v)))
+def test_load_refuses_bad_constructor_arguments_naming_them(cls, name, bad, saved_models, vec_env):
+    with pytest.raises(ValueError, match=rf"^{name} must be "):
+        cls.load(saved_models[cls], env=vec_env, **{name: bad})
+
+
+def test_load_takes_good_constructor_arguments_and_names_them_when_the_state_does_not_fit(saved_models, vec_env):
+    loaded = ACKTR.load(saved_models[ACKTR], env=vec_env, target_kl=0.01, n_steps=8, verbose=0)
+    assert (loaded.target_kl, loaded.n_steps, loaded.rollout_buffer.buffer_size) == (0.01, 8, 8)
+    loaded.learn(16, reset_num_timesteps=False)
+    # saved with the joint K-FAC critic: its state has the value's blocks, which critic="adam" has not
+    with pytest.raises((ValueError, RuntimeError), match=r"loading with critic='adam' failed"):
+        ACKTR.load(saved_models[ACKTR], env=vec_env, critic="adam")

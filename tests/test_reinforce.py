@@ -11,7 +11,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_natural import REINFORCE
-from sb3_natural.common.returns import discounted_returns, episode_weights
+from sb3_natural.common.returns import EpisodeStore, discounted_returns, episode_weights
 from sb3_natural.common.scores import per_sample_scores
 
 
@@ -188,3 +188,52 @@ def test_learn_drops_partial_episodes_only_when_the_envs_are_reset():
     assert kept[0] > 8, kept
     model.learn(0, reset_num_timesteps=True)
     assert [len(ep.rewards) for ep in model._episodes.running] == [0]
+
+
+def _step(store: EpisodeStore, t: int, dones: list[bool]) -> None:
+    n = len(dones)
+    obs = np.full((n, 1), float(t))
+    store.add(obs, np.zeros((n, 1)), np.ones(n), np.asarray(dones), [{} for _ in range(n)])
+
+
+def test_episode_store_joined_mid_episode_records_whole_episodes_only():
+    """An env whose running episode began before the store (a model loaded with force_reset=False) has its
+    steps dropped until that episode ends: a tail of an episode is never taken for a whole one."""
+    store = EpisodeStore(2)
+    store.join(np.array([True, False]))  # env 0 starts an episode next, env 1 is in the middle of one
+    for t, dones in enumerate([[False, False], [True, True], [False, False], [True, True]]):
+        _step(store, t, dones)
+    finished = store.pop_finished()
+    lengths = sorted((len(ep.observations), float(ep.observations[0][0])) for ep in finished)
+    assert lengths == [(2, 0.0), (2, 2.0), (2, 2.0)]  # env 0: steps 0-1 and 2-3; env 1: only steps 2-3
+    with pytest.raises(ValueError, match="episode_starts must have 2 entries"):
+        EpisodeStore(2).join(np.array([True]))
+
+
+def test_loaded_with_force_reset_false_goes_on_from_the_next_episodes(tmp_path):
+    env = DummyVecEnv([lambda: gym.make("CartPole-v1")] * 2)
+    model = REINFORCE("MlpPolicy", env, n_episodes=1, seed=0)
+    model.learn(30)
+    model.save(tmp_path / "m")
+    loaded = REINFORCE.load(tmp_path / "m", env=env, force_reset=False)
+    loaded.learn(1, reset_num_timesteps=False)  # one step: the store joined the running envs first
+    assert loaded._episodes.joined
+    started = np.asarray(model._last_episode_starts, dtype=bool)
+    # the env that took the one step either stays skipped or ended its episode
+    assert not any(loaded._episodes.skipping & started)
+    assert all(len(ep.observations) == 0 for ep, skip in zip(loaded._episodes.running, ~started) if skip)
+
+
+def test_max_grad_norm_is_the_attribute_load_sets_and_files_of_0_1_0_keep_none(tmp_path):
+    model = REINFORCE("MlpPolicy", "CartPole-v1", max_grad_norm=None, n_episodes=1, seed=0)
+    assert model.max_grad_norm is None
+    model.save(tmp_path / "new")
+    assert REINFORCE.load(tmp_path / "new").max_grad_norm is None
+    assert REINFORCE.load(tmp_path / "new", max_grad_norm=0.1).max_grad_norm == 0.1
+    model.max_grad_norm, model.max_grad_norm_value = 0.0, None  # as 0.1.0 stored max_grad_norm=None
+    model.save(tmp_path / "old")
+    loaded = REINFORCE.load(tmp_path / "old")
+    assert loaded.max_grad_norm is None and not hasattr(loaded, "max_grad_norm_value")
+    loaded.set_env(model.get_env())
+    loaded.learn(50)  # with clipping at 0.0 the actor's gradient would be zeroed (a fresh Adam: no step)
+    assert any(not th.equal(a, b) for a, b in zip(model._head.params, loaded._head.params, strict=True))

@@ -103,3 +103,25 @@ def test_get_set_parameters_contract(case: ModelCase):
             for key, value in state.items():
                 assert th.equal(value, model.get_parameters()[name][key]), (name, key)
     model.learn(case.steps, reset_num_timesteps=False)
+
+
+@pytest.mark.parametrize("case", MODEL_LIST, ids=[c.id for c in MODEL_LIST])
+def test_loaded_model_trains_as_the_original_goes_on(case: ModelCase, tmp_path):
+    """Loaded (default force_reset=True) on a copy of the envs, the model learns on exactly as the original
+    does after the same reset: the saved state is all the training state. (TD3/DDPG with
+    action_grad_transform="invert" trained without the transform after load; NAC's "sgd" solver lost its
+    warm start; REINFORCE went on with episodes begun before the envs were reset.)"""
+    model = case.build()
+    model.learn(case.steps)
+    model.save(tmp_path / "model")
+    envs = copy.deepcopy(model.get_env())
+    loaded = case.cls.load(tmp_path / "model", env=envs, device="cpu", policy_kwargs=case.build().policy_kwargs)
+    model.set_env(model.get_env(), force_reset=True)  # as load() does
+    if case.off_policy:
+        loaded.replay_buffer = copy.deepcopy(model.replay_buffer)  # saved on its own (save_replay_buffer)
+    for m in (model, loaded):
+        m.set_random_seed(7)  # torch, numpy, the action space, the envs' next reset
+        m.learn(case.steps * 2, reset_num_timesteps=False)
+    assert loaded._n_updates == model._n_updates
+    for (name, a), b in zip(model.policy.state_dict().items(), loaded.policy.state_dict().values(), strict=True):
+        assert th.equal(a, b), name

@@ -70,14 +70,32 @@ class EpisodeStore:
     n_envs: int
     running: list[Episode] = field(default_factory=list)
     finished: list[Episode] = field(default_factory=list)
+    joined: bool = False
+    skipping: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     def __post_init__(self) -> None:
         if not self.running:
             self.running = [Episode([], [], []) for _ in range(self.n_envs)]
+        if self.skipping.shape != (self.n_envs,):
+            self.skipping = np.zeros(self.n_envs, dtype=bool)
+
+    def join(self, episode_starts: np.ndarray) -> None:
+        """Start recording envs already running: an env whose next step does not begin an episode
+        (``episode_starts[e]`` False, SB3's ``_last_episode_starts``) has its steps dropped until that
+        episode ends, as its beginning was never recorded (a whole episode or none, never a tail)."""
+        starts = np.asarray(episode_starts, dtype=bool).reshape(-1)
+        if starts.shape != (self.n_envs,):
+            raise ValueError(f"episode_starts must have {self.n_envs} entries, got {starts.shape[0]}")
+        self.skipping = ~starts
+        self.joined = True
 
     def add(self, obs: Any, actions: np.ndarray, rewards: np.ndarray, dones: np.ndarray, infos: list[dict]) -> None:
         """Record one vectorized step (SB3 VecEnv conventions: auto-reset, ``terminal_observation``)."""
+        self.joined = True
         for e in range(self.n_envs):
+            if self.skipping[e]:
+                self.skipping[e] = not dones[e]  # the next step of this env begins an episode
+                continue
             ep = self.running[e]
             ep.observations.append({k: v[e] for k, v in obs.items()} if isinstance(obs, dict) else obs[e])
             ep.actions.append(np.asarray(actions[e]))

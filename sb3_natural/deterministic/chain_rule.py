@@ -108,8 +108,8 @@ class _ChainRuleActorMixin(ClearLoadErrorsMixin, CheckedLearnMixin, _MixinBase):
             super()._setup_model()
         finally:
             self.policy_kwargs = user_kwargs
-        if not hasattr(self, "_transform"):
-            self._transform = resolve_transform(getattr(self, "action_grad_transform", None))
+        # from the attribute, which load() restores (or takes from its kwargs) after __init__ ran with the default
+        self._transform = resolve_transform(self.action_grad_transform)
 
     def _store_transition(
         self,

@@ -190,8 +190,14 @@ class NAC(NaturalOnPolicyAlgorithm):
         super()._setup_model()
         self.critic_lr_schedule = FloatSchedule(self.critic_learning_rate)
         self._setup_critic()  # the policy's optimizer trains the value function only; the actor moves along w
-        self._w: th.Tensor | None = None  # warm start of the "sgd" solver (and "cg" with cg_warm_start)
-        self._episode_t = np.full(self.n_envs, -1, dtype=np.int64)
+        # Kept when load() restored them (saved with the model): the warm start of the "sgd" solver (and "cg"
+        # with cg_warm_start), and the steps since each env's episode began (discount_weighting; for the
+        # same number of envs; after a reset of the envs every episode starts again at t = 0 anyway).
+        self._w: th.Tensor | None = getattr(self, "_w", None)
+        episode_t = getattr(self, "_episode_t", None)
+        if not isinstance(episode_t, np.ndarray) or episode_t.shape != (self.n_envs,):
+            episode_t = np.full(self.n_envs, -1, dtype=np.int64)
+        self._episode_t = episode_t
         self._scores_buffer: th.Tensor | None = None
 
     def _excluded_save_params(self) -> list[str]:

@@ -140,7 +140,7 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
         self.reward_to_go = reward_to_go
         self.normalize_returns = normalize_returns
         self.loss_reduction = loss_reduction
-        self.max_grad_norm_value = max_grad_norm
+        self.max_grad_norm = max_grad_norm  # type: ignore[assignment]  # None: no clipping (SB3 got 0.0)
         self.n_critic_updates = n_critic_updates
         self.critic_learning_rate = critic_learning_rate
         self.batch_size = batch_size
@@ -157,6 +157,9 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
         # One optimizer, two groups: the actor (learning_rate) and the value head (critic_learning_rate).
         self._setup_critic(actor_group=True)
         self._episodes = EpisodeStore(self.n_envs)
+        legacy = self.__dict__.pop("max_grad_norm_value", 0.0)  # files of 0.1.0 kept the user's value here
+        if legacy is None and self.max_grad_norm == 0.0:  # and SB3's placeholder 0.0 for None
+            self.max_grad_norm = None  # type: ignore[assignment]
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_episodes"]
@@ -269,7 +272,7 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
         self.policy.optimizer.zero_grad()
         loss.backward()
         grad_norm = th.nn.utils.clip_grad_norm_(
-            head.params, self.max_grad_norm_value if self.max_grad_norm_value is not None else float("inf")
+            head.params, self.max_grad_norm if self.max_grad_norm is not None else float("inf")
         )
         self.policy.optimizer.step()
         self._refresh_running_statistics(obs, actions)
@@ -296,6 +299,11 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
         tb_log_name: str = "run",
         progress_bar: bool = False,
     ) -> tuple[int, BaseCallback]:
-        if reset_num_timesteps:
-            self._episodes = EpisodeStore(self.n_envs)  # the envs are reset: drop partial episodes
+        if reset_num_timesteps or self._last_obs is None:  # SB3 resets the envs: drop the running episodes
+            self._episodes = EpisodeStore(self.n_envs)
+        elif not self._episodes.joined:
+            # A loaded model on envs that go on where they were (load(..., force_reset=False)): the running
+            # episodes' first steps are not in the file, so each env's steps count from its next episode.
+            assert self._last_episode_starts is not None  # saved with _last_obs
+            self._episodes.join(self._last_episode_starts)
         return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
