@@ -17,7 +17,7 @@ env = make_vec_env("CartPole-v1", n_envs=8, seed=0)
 model = ACKTR("MlpPolicy", env, n_steps=32, target_kl=0.01, momentum=0.0, seed=0, device="cpu")
 model.learn(timesteps)
 logs = model.logger.name_to_value
-print(f"last update: step size eta {logs['train/step_scale']:.4f}, KL {logs['train/kl']:.5f}, ", end="")
+print(f"last update: step size eta {logs['train/step_scale']:.4f}, KL {logs['train/kl']:.3g}, ", end="")
 print(f"explained variance {logs['train/explained_variance']:.3f}")
 mean, std = evaluate_policy(model, make_vec_env("CartPole-v1", n_envs=1, seed=1000), n_eval_episodes=10, deterministic=True)
 print(f"mean return {mean:.1f} +/- {std:.1f}")

@@ -19,7 +19,7 @@ model = FisherTRPO(
 )
 model.learn(timesteps)
 logs = model.logger.name_to_value
-print(f"last update: KL {logs['train/kl_divergence_loss']:.4f} (target {model.target_kl}), ", end="")
+print(f"last update: KL {logs['train/kl_divergence_loss']:.3g} (target {model.target_kl}), ", end="")
 print(f"line search success {logs['train/is_line_search_success']:.0f}, CG iterations {logs['train/solver_iterations']:.0f}")
 mean, std = evaluate_policy(model, model.get_env(), n_eval_episodes=10, deterministic=True)
 print(f"mean return {mean:.1f} +/- {std:.1f}")

@@ -593,12 +593,14 @@ def test_symmetric_eigh_takes_float64_where_float32_does_not_converge(monkeypatc
 
 def test_symmetric_eigh_on_a_cnn_factor_where_float32_lapack_fails():
     """A CnnPolicy's last-convolution input factor (577 x 577, 16 samples, rank 16; stored as its 16
-    scaled eigenvectors) on which torch's float32 eigh raised with one thread (``refresh_inverses``
-    crashed ACKTR's update): the decomposition is taken anyway and reconstructs the factor."""
+    scaled eigenvectors) on which torch's float32 eigh raised with one thread on an Intel Xeon
+    (``refresh_inverses`` crashed ACKTR's update; on an AMD EPYC, MKL's AVX2 path, it converges): the
+    decomposition is taken either way and reconstructs the factor to float32's rounding of its norm
+    (146 here: 4e-5 from float32's eigh, 1e-7 from the float64 fallback; a failed one is off by O(1))."""
     b = th.from_numpy(np.load(Path(__file__).parent / "data" / "kfac_conv_input_factor_rank16.npy"))
     a = b @ b.T
     vals, vecs = symmetric_eigh(a)
     assert vals.dtype == th.float32 and bool((vals >= 0).all())
-    assert th.allclose((vecs * vals) @ vecs.T, a, atol=1e-5)
-    assert th.allclose(vecs.T @ vecs, th.eye(a.shape[0]), atol=1e-5)
+    assert th.allclose((vecs * vals) @ vecs.T, a, atol=1e-6 * float(vals.max()))
+    assert th.allclose(vecs.T @ vecs, th.eye(a.shape[0]), atol=1e-4)
     assert int((vals > 1e-3 * vals.max()).sum()) == 16
