@@ -33,10 +33,7 @@ class ClearLoadErrorsMixin:
     def load(cls: type[SelfLoad], path: str | pathlib.Path | Any, *args: Any, **kwargs: Any) -> SelfLoad:
         given = {k: v for k, v in kwargs.items() if k in constructor_arguments(cls)}
         if given:
-            # only the checks: the other arguments are the defaults here, their warnings and prints not the user's
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
-                cls("MlpPolicy", None, _init_setup_model=False, **given)  # type: ignore[call-arg]
+            _check_as_the_constructor(cls, given)
         try:
             return super().load(path, *args, **kwargs)  # type: ignore[misc]
         except AssertionError as err:
@@ -51,6 +48,22 @@ class ClearLoadErrorsMixin:
             names = ", ".join(f"{k}={v!r}" for k, v in given.items())
             kind = ValueError if isinstance(err, ValueError) else RuntimeError
             raise kind(f"{path}: loading with {names} failed: {err}") from err
+
+
+def _check_as_the_constructor(cls: type, given: dict[str, Any]) -> None:
+    """Build ``cls`` with ``given`` (the rest the defaults, no env, no model) for its argument checks only.
+    An error that does not name one of ``given`` (a user's subclass whose constructor needs arguments of
+    its own) is not the user's: ``load`` then goes on as SB3's does, unchecked."""
+    aliases = getattr(cls, "policy_aliases", {})
+    policy = "MlpPolicy" if "MlpPolicy" in aliases or not aliases else next(iter(aliases))
+    # the defaults' warnings and prints are not the user's
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            cls(policy, None, _init_setup_model=False, **given)
+        except Exception as err:
+            if str(err).startswith(tuple(given)):
+                raise
 
 
 _NOT_SETTABLE = ("self", "policy", "env", "_init_setup_model", "device")

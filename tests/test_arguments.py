@@ -411,3 +411,27 @@ def test_load_takes_good_constructor_arguments_and_names_them_when_the_state_doe
     # saved with the joint K-FAC critic: its state has the value's blocks, which critic="adam" has not
     with pytest.raises((ValueError, RuntimeError), match=r"loading with critic='adam' failed"):
         ACKTR.load(saved_models[ACKTR], env=vec_env, critic="adam")
+
+
+def test_load_of_a_subclass_checks_through_its_constructor(saved_models, vec_env):
+    class Tagged(ACKTR):
+        def __init__(self, policy, env, tag="a", **kwargs):
+            if tag not in ("a", "b"):
+                raise ValueError(f"tag must be 'a' or 'b', got {tag!r}")
+            super().__init__(policy, env, **kwargs)
+            self.tag = tag
+
+    loaded = Tagged.load(saved_models[ACKTR], env=vec_env, n_steps=8, tag="b")
+    assert (loaded.n_steps, loaded.tag) == (8, "b")
+    with pytest.raises(ValueError, match=r"^n_steps must be "):  # the base's check, through **kwargs
+        Tagged.load(saved_models[ACKTR], env=vec_env, n_steps=0)
+    with pytest.raises(ValueError, match=r"^tag must be "):
+        Tagged.load(saved_models[ACKTR], env=vec_env, tag="c")
+
+    class NeedsEnv(ACKTR):
+        def __init__(self, policy, env, **kwargs):
+            if env is None and kwargs.get("n_steps") is not None:
+                raise RuntimeError("NeedsEnv checks n_steps against its env")  # not the user's error
+            super().__init__(policy, env, **kwargs)
+
+    assert NeedsEnv.load(saved_models[ACKTR], env=vec_env, n_steps=8).n_steps == 8
