@@ -33,7 +33,7 @@ class ClearLoadErrorsMixin:
     def load(cls: type[SelfLoad], path: str | pathlib.Path | Any, *args: Any, **kwargs: Any) -> SelfLoad:
         given = {k: v for k, v in kwargs.items() if k in constructor_arguments(cls)}
         if given:
-            _check_as_the_constructor(cls, given)
+            kwargs.update(_check_as_the_constructor(cls, given))
         try:
             return super().load(path, *args, **kwargs)  # type: ignore[misc]
         except AssertionError as err:
@@ -50,20 +50,24 @@ class ClearLoadErrorsMixin:
             raise kind(f"{path}: loading with {names} failed: {err}") from err
 
 
-def _check_as_the_constructor(cls: type, given: dict[str, Any]) -> None:
-    """Build ``cls`` with ``given`` (the rest the defaults, no env, no model) for its argument checks only.
-    An error that does not name one of ``given`` (a user's subclass whose constructor needs arguments of
-    its own) is not the user's: ``load`` then goes on as SB3's does, unchecked."""
+def _check_as_the_constructor(cls: type, given: dict[str, Any]) -> dict[str, Any]:
+    """Build ``cls`` with ``given`` (the rest the defaults, no env, no model) for its argument checks, and
+    return ``given`` as that model stores them (what the constructor converts: ``train_freq=[4, "step"]``
+    as rl-zoo3's YAML writes it, a numpy ``seed``), for ``load`` to set. An error that does not name one
+    of ``given`` (a user's subclass whose constructor needs arguments of its own) is not the user's:
+    ``load`` then goes on as SB3's does, with ``given`` unchecked."""
     aliases = getattr(cls, "policy_aliases", {})
     policy = "MlpPolicy" if "MlpPolicy" in aliases or not aliases else next(iter(aliases))
     # the defaults' warnings and prints are not the user's
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
-            cls(policy, None, _init_setup_model=False, **given)
+            built = cls(policy, None, _init_setup_model=False, **given)
         except Exception as err:
             if str(err).startswith(tuple(given)):
                 raise
+            return given
+    return {k: getattr(built, k, v) for k, v in given.items()}
 
 
 _NOT_SETTABLE = ("self", "policy", "env", "_init_setup_model", "device")

@@ -435,3 +435,12 @@ def test_load_of_a_subclass_checks_through_its_constructor(saved_models, vec_env
             super().__init__(policy, env, **kwargs)
 
     assert NeedsEnv.load(saved_models[ACKTR], env=vec_env, n_steps=8).n_steps == 8
+
+
+def test_load_sets_the_arguments_as_the_constructor_stores_them(saved_models, vec_env):
+    """What the constructor converts, load converts too: rl-zoo3's YAML gives train_freq as a 2-list (SB3
+    took it for a frequency and failed), a numpy seed failed in Python's random.seed."""
+    loaded = TD3.load(saved_models[TD3], env=vec_env, train_freq=[4, "step"], seed=np.int64(3))
+    loaded.learn(20, reset_num_timesteps=False)
+    assert (loaded.train_freq.frequency, loaded.train_freq.unit.value, loaded.seed) == (4, "step", 3)
+    assert type(loaded.seed) is int
