@@ -70,7 +70,6 @@ class EpisodeStore:
     n_envs: int
     running: list[Episode] = field(default_factory=list)
     finished: list[Episode] = field(default_factory=list)
-    joined: bool = False
     skipping: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     def __post_init__(self) -> None:
@@ -87,11 +86,9 @@ class EpisodeStore:
         if starts.shape != (self.n_envs,):
             raise ValueError(f"episode_starts must have {self.n_envs} entries, got {starts.shape[0]}")
         self.skipping = ~starts
-        self.joined = True
 
     def add(self, obs: Any, actions: np.ndarray, rewards: np.ndarray, dones: np.ndarray, infos: list[dict]) -> None:
         """Record one vectorized step (SB3 VecEnv conventions: auto-reset, ``terminal_observation``)."""
-        self.joined = True
         for e in range(self.n_envs):
             if self.skipping[e]:
                 self.skipping[e] = not dones[e]  # the next step of this env begins an episode

@@ -157,6 +157,10 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
         # One optimizer, two groups: the actor (learning_rate) and the value head (critic_learning_rate).
         self._setup_critic(actor_group=True)
         self._episodes = EpisodeStore(self.n_envs)
+        if self._last_obs is not None:
+            # load(..., force_reset=False): the envs go on where they were, and the running episodes' first
+            # steps are not in the file, so each env's steps count from its next episode.
+            self._episodes.join(self._last_episode_starts)  # type: ignore[arg-type]  # saved with _last_obs
         legacy = self.__dict__.pop("max_grad_norm_value", 0.0)  # files of 0.1.0 kept the user's value here
         if legacy is None and self.max_grad_norm == 0.0:  # and SB3's placeholder 0.0 for None
             self.max_grad_norm = None  # type: ignore[assignment]
@@ -301,9 +305,4 @@ class REINFORCE(NaturalOnPolicyAlgorithm):
     ) -> tuple[int, BaseCallback]:
         if reset_num_timesteps or self._last_obs is None:  # SB3 resets the envs: drop the running episodes
             self._episodes = EpisodeStore(self.n_envs)
-        elif not self._episodes.joined:
-            # A loaded model on envs that go on where they were (load(..., force_reset=False)): the running
-            # episodes' first steps are not in the file, so each env's steps count from its next episode.
-            assert self._last_episode_starts is not None  # saved with _last_obs
-            self._episodes.join(self._last_episode_starts)
         return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
