@@ -153,12 +153,16 @@ def test_bad_fisher_arguments():
     obs = make_obs(policy, 3)
     with pytest.raises(ValueError, match="damping"):
         AnalyticFVP(head, obs, damping=-1.0)
-    with pytest.raises(ValueError, match="convention"):
-        AnalyticFVP(head, obs, kl_convention="avg")  # type: ignore[arg-type]
+    # each public entry point names its own argument (not the internal ``convention``)
+    for make in (AnalyticFVP, DirectFVP, fisher_rows, dense_fisher):
+        with pytest.raises(ValueError, match=r"^kl_convention must be one of \('sum', 'mean'\), got 'avg'"):
+            make(head, obs, kl_convention="avg")  # type: ignore[operator]
     with pytest.raises(ValueError, match="P"):
         AnalyticFVP(head, obs)(th.zeros(3, dtype=th.float64))
     with pytest.raises(ValueError, match="scores"):
         EmpiricalFVP(head, obs, th.zeros(3, 2), scores=th.zeros(2, 2))
+    with pytest.raises(ValueError, match=r"scores must be a \[N, P\] matrix with N >= 1, got shape \(0, 4\)"):
+        empirical_fisher(th.zeros(0, 4))  # an empty batch: no mean (was a NaN matrix)
 
 
 def test_parity_with_sb3_contrib_hessian_vector_product():

@@ -3,6 +3,7 @@ factor converging to the exact one, the damped product inverting its matrix, sav
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 from pathlib import Path
 
@@ -332,11 +333,37 @@ def test_value_head_gauss_newton_factors():
         ({"damping_mode": "tikhonov"}, "damping_mode must be one of"),
         ({"decay": 1.0}, "decay must be a float in"),
         ({"inverse_update_freq": 0}, "inverse_update_freq must be"),
+        ({"kl_convention": "avg"}, r"^kl_convention must be one of \('sum', 'mean'\), got 'avg'"),
+        ({"stats_samples": 0}, "stats_samples must be"),
     ],
 )
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         KFAC(make_policy("discrete"), **kwargs)
+    with pytest.raises(ValueError, match=match):  # the joint actor-critic target checks them too
+        KFAC.for_actor_critic(make_policy("discrete"), **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["exact", "sample"])
+def test_empty_batch_is_an_error_and_changes_nothing(mode):
+    policy = make_policy("discrete")
+    kfac = KFAC(policy, mode=mode)
+    obs = make_obs(policy, 6)
+    kfac.update(obs)
+    before = copy.deepcopy(kfac.state_dict())
+    with pytest.raises(ValueError, match="obs must hold at least one sample"):
+        kfac.update(obs[:0])  # was: NaN factors (a mean over no samples), silently
+    after = kfac.state_dict()
+    assert after["steps"] == before["steps"]
+    for old, new in zip(before["factors"], after["factors"], strict=True):
+        for key in old:
+            th.testing.assert_close(new[key], old[key], rtol=0, atol=0)
+
+
+def test_load_state_dict_names_missing_entries():
+    kfac = KFAC(make_policy("discrete"))
+    with pytest.raises(ValueError, match=r"K-FAC state is missing \['steps', 'eigen'\]"):
+        kfac.load_state_dict({"factors": []})  # was: KeyError 'steps'
 
 
 def test_use_before_update_is_an_error():

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sb3_natural.common.heads import ActorHead, actor_parameters, output_distribution
-from sb3_natural.common.scores import per_sample_scores
+from sb3_natural.common.scores import per_sample_grads, per_sample_scores
 
 
 def _batch(policy, n, seed=0):
@@ -123,6 +123,21 @@ def test_bad_inputs_give_clear_errors():
         per_sample_scores(head, obs, actions, out=th.empty(4, 3, dtype=th.float64))
     with pytest.raises(TypeError, match="ActorCriticPolicy"):
         ActorHead(th.nn.Linear(2, 2))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"policy must be an SB3 ActorCriticPolicy .*, got Linear"):
+        output_distribution(th.nn.Linear(2, 2))  # type: ignore[arg-type]  # was an AttributeError
+
+
+@pytest.mark.parametrize("method", ["layerwise", "vmap", "loop"])
+def test_per_sample_grads_needs_one_value_per_sample(method):
+    policy = make_policy("discrete")
+    head = ActorHead(policy)
+    obs = make_obs(policy, 4)
+    good = per_sample_grads(head, obs, lambda z: z[:, 0], method=method)  # row-separable: accepted
+    assert good.shape == (4, head.num_params)
+    with pytest.raises(
+        ValueError, match=r"fn must return one value per sample .*, got \((4|1), 3\) for z of shape \((4|1), 3\)"
+    ):
+        per_sample_grads(head, obs, lambda z: z, method=method)  # [N, d]: was summed or refused by autograd
 
 
 def test_unsupported_distribution_error():

@@ -65,6 +65,9 @@ def test_cg_warm_start():
 def test_solver_argument_errors():
     with pytest.raises(ValueError, match="max_iter"):
         conjugate_gradient(lambda v: v, th.ones(2), max_iter=0)
+    for x0 in (None, th.ones(3)):  # a matvec of the wrong size: named, not a broadcast error
+        with pytest.raises(ValueError, match=r"matvec must return a tensor of b's shape \(3,\), got \(2,\)"):
+            conjugate_gradient(lambda v: v[:2], th.ones(3), x0=x0)
     with pytest.raises(ValueError, match="positive definite"):
         dense_solve(th.zeros(3, 3), th.ones(3), 0.0)
     with pytest.raises(ValueError, match="damping"):

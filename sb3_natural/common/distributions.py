@@ -54,6 +54,13 @@ KLConvention = Literal["sum", "mean"]
 KINDS: tuple[str, ...] = ("categorical", "multi_categorical", "bernoulli", "diag_gaussian")
 KL_CONVENTIONS: tuple[str, ...] = ("sum", "mean")
 
+
+def check_kl_convention(value: object, name: str = "kl_convention") -> None:
+    """Raise a ValueError naming the argument ``name`` unless ``value`` is one of :data:`KL_CONVENTIONS`."""
+    if value not in KL_CONVENTIONS:
+        raise ValueError(f"{name} must be one of {KL_CONVENTIONS}, got {value!r}")
+
+
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -215,8 +222,7 @@ class OutputDistribution:
         (``kl_divergence(...).mean()`` over an ``[N, k]`` tensor). Categorical and
         multi-categorical KLs are the same under both conventions (as in sb3-contrib).
         """
-        if convention not in KL_CONVENTIONS:
-            raise ValueError(f"convention must be one of {KL_CONVENTIONS}, got {convention!r}")
+        check_kl_convention(convention, name="convention")
         if self.kind == "categorical":
             lo, ln = F.log_softmax(z_old, -1), F.log_softmax(z_new, -1)
             return (lo.exp() * (lo - ln)).sum(dim=1)
@@ -243,8 +249,7 @@ class OutputDistribution:
 
     def kl_scale(self, convention: KLConvention) -> float:
         """Factor c with KL_convention = c * KL_sum (so the Fisher of that KL is c * F)."""
-        if convention not in KL_CONVENTIONS:
-            raise ValueError(f"convention must be one of {KL_CONVENTIONS}, got {convention!r}")
+        check_kl_convention(convention, name="convention")
         if convention == "mean" and self.kind in ("bernoulli", "diag_gaussian"):
             return 1.0 / self.action_dims[0]
         return 1.0

@@ -31,7 +31,7 @@ from typing import Any
 import torch as th
 
 from sb3_natural.common.checks import check_nonnegative
-from sb3_natural.common.distributions import KLConvention
+from sb3_natural.common.distributions import KLConvention, check_kl_convention
 from sb3_natural.common.heads import ActorHead, Obs
 from sb3_natural.common.scores import ScoreMethod, batch_size_of, per_sample_grads, prepare_obs
 
@@ -93,6 +93,7 @@ class AnalyticFVP:
         z: th.Tensor | None = None,
     ) -> None:
         head, obs_t, n = _prepare(policy, obs)
+        check_kl_convention(kl_convention)
         check_nonnegative(damping=damping)
         self.head, self.n, self.damping = head, n, float(damping)
         self.scale = head.dist.kl_scale(kl_convention) / n
@@ -157,6 +158,7 @@ class DirectFVP:
 
     def __init__(self, policy: Any, obs: Any, kl_convention: KLConvention = "sum", damping: float = 0.0) -> None:
         head, obs_t, n = _prepare(policy, obs)
+        check_kl_convention(kl_convention)
         check_nonnegative(damping=damping)
         self.head, self.n, self.damping = head, n, float(damping)
         with th.enable_grad():
@@ -186,6 +188,7 @@ def fisher_rows(
     dual (Woodbury) solver works with when ``N d < P``.
     """
     head, obs_t, n = _prepare(policy, obs)
+    check_kl_convention(kl_convention)
     with th.no_grad():
         z = head(obs_t)
         r = head.dist.fisher_factor(z) * head.dist.kl_scale(kl_convention) ** 0.5  # [N, d, d]
@@ -213,6 +216,6 @@ def dense_fisher(policy: Any, obs: Any, kl_convention: KLConvention = "sum") -> 
 
 def empirical_fisher(scores: th.Tensor) -> th.Tensor:
     """``F_hat = Psi^T Psi / N`` from a score matrix ``[N, P]``."""
-    if scores.dim() != 2:
-        raise ValueError(f"scores must be a [N, P] matrix, got shape {tuple(scores.shape)}")
+    if scores.dim() != 2 or scores.shape[0] < 1:
+        raise ValueError(f"scores must be a [N, P] matrix with N >= 1, got shape {tuple(scores.shape)}")
     return scores.T @ scores / scores.shape[0]

@@ -49,11 +49,21 @@ SUPPORTED_DISTRIBUTIONS = (
 )
 
 
+def check_actor_critic_policy(policy: object) -> None:
+    """Raise a TypeError naming ``policy`` unless it is an SB3 ``ActorCriticPolicy``."""
+    if not isinstance(policy, ActorCriticPolicy):
+        raise TypeError(
+            f"policy must be an SB3 ActorCriticPolicy (MlpPolicy, CnnPolicy, MultiInputPolicy), got {type(policy).__name__}"
+        )
+
+
 def output_distribution(policy: ActorCriticPolicy) -> OutputDistribution:
     """The :class:`OutputDistribution` matching ``policy.action_dist``.
 
+    :raises TypeError: when ``policy`` is not an SB3 ``ActorCriticPolicy``.
     :raises ValueError: for a distribution this package has no closed form for.
     """
+    check_actor_critic_policy(policy)
     dist = policy.action_dist
     if isinstance(dist, CategoricalDistribution):
         return OutputDistribution("categorical", (int(dist.action_dim),))
@@ -172,11 +182,7 @@ class ActorHead:
     """
 
     def __init__(self, policy: ActorCriticPolicy, probe_obs: Obs | None = None) -> None:
-        if not isinstance(policy, ActorCriticPolicy):
-            raise TypeError(
-                "policy must be an SB3 ActorCriticPolicy (MlpPolicy, CnnPolicy, MultiInputPolicy), "
-                f"got {type(policy).__name__}"
-            )
+        check_actor_critic_policy(policy)
         self.policy = policy
         self.dist = output_distribution(policy)
         self.module = _ActorModule(policy, self.dist)

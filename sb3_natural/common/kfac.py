@@ -80,7 +80,7 @@ from sb3_natural.common.checks import (
     check_positive,
     check_samples_independent,
 )
-from sb3_natural.common.distributions import KLConvention
+from sb3_natural.common.distributions import KLConvention, check_kl_convention
 from sb3_natural.common.heads import (
     ActorHead,
     Obs,
@@ -742,6 +742,7 @@ class KFAC:
             raise ValueError(f"mode must be one of {KFAC_MODES}, got {mode!r}")
         if damping_mode not in DAMPING_MODES:
             raise ValueError(f"damping_mode must be one of {DAMPING_MODES}, got {damping_mode!r}")
+        check_kl_convention(kl_convention)
         check_positive(damping=damping)
         check_interval(0.0, 1.0, high_closed=False, decay=decay)
         check_at_least_one(inverse_update_freq=inverse_update_freq)
@@ -833,6 +834,7 @@ class KFAC:
         check_positive(vf_fisher_coef=vf_fisher_coef)
         head = target if isinstance(target, ActorHead) else ActorHead(target)
         kl = kwargs.get("kl_convention", "sum")
+        check_kl_convention(kl)
         kfac = cls(head, _target=_actor_critic_target(head, float(vf_fisher_coef), kl), **kwargs)
         kfac._recipe = (cls.for_actor_critic, (head, vf_fisher_coef), kwargs)
         return kfac
@@ -847,6 +849,8 @@ class KFAC:
             check_observation_batch(t.observation_space, obs)
         with th.enable_grad(), record_layers(t.layers) as records:
             y = t.forward(obs)
+        if y.shape[0] == 0:  # the factors are means over the batch: an empty one would fold NaN into them
+            raise ValueError("obs must hold at least one sample")
         return Recorded(y, records, t.pieces() if t.pieces is not None else None)
 
     def policy_rows(self, z: th.Tensor) -> th.Tensor:
@@ -1244,6 +1248,9 @@ class KFAC:
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         """Restore :meth:`state_dict` (``strict`` is accepted for SB3's ``set_parameters``; shapes are always checked)."""
+        missing = [key for key in ("steps", "factors", "eigen") if key not in state]
+        if missing:
+            raise ValueError(f"K-FAC state is missing {missing}: expected a KFAC.state_dict() (steps, factors, eigen)")
         if len(state["factors"]) != len(self.blocks):
             raise ValueError(f"state has {len(state['factors'])} blocks, this K-FAC has {len(self.blocks)}")
         for mine, theirs in zip(self.factors, state["factors"], strict=True):

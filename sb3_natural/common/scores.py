@@ -30,6 +30,7 @@ import mmap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -167,10 +168,23 @@ def per_sample_grads(
         )
     step = n if chunk_size is None else chunk_size
     impl = {"layerwise": _layerwise_grads, "vmap": _vmap_all, "loop": _loop_grads}[method]
+    checked = partial(_one_value_per_sample, fn)
     for start in range(0, n, step):
         stop = min(n, start + step)
-        impl(head, index_obs(obs, slice(start, stop)), fn, tuple(e[start:stop] for e in extra), out[start:stop])
+        impl(head, index_obs(obs, slice(start, stop)), checked, tuple(e[start:stop] for e in extra), out[start:stop])
     return out
+
+
+def _one_value_per_sample(fn: PerSampleFn, z: th.Tensor, *extra: th.Tensor) -> th.Tensor:
+    """``fn(z, *extra)``, checked to be one value per row of ``z`` (shape ``[N]``)."""
+    vals = fn(z, *extra)
+    if not isinstance(vals, th.Tensor) or vals.shape != z.shape[:1]:
+        shape = tuple(vals.shape) if isinstance(vals, th.Tensor) else type(vals).__name__
+        raise ValueError(
+            "fn must return one value per sample (shape [N] for z of shape [N, ...]), "
+            f"got {shape} for z of shape {tuple(z.shape)}"
+        )
+    return vals
 
 
 # ----------------------------------------------------------------------- loop

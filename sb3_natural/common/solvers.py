@@ -42,6 +42,15 @@ class CGResult:
     breakdown: bool
 
 
+def _product(matvec: Callable[[th.Tensor], th.Tensor], v: th.Tensor) -> th.Tensor:
+    """``matvec(v)``, checked to be a tensor of ``v``'s shape (a clear error instead of a broadcast one)."""
+    out = matvec(v)
+    if not isinstance(out, th.Tensor) or out.shape != v.shape:
+        shape = tuple(out.shape) if isinstance(out, th.Tensor) else type(out).__name__
+        raise ValueError(f"matvec must return a tensor of b's shape {tuple(v.shape)}, got {shape}")
+    return out
+
+
 def conjugate_gradient(
     matvec: Callable[[th.Tensor], th.Tensor],
     b: th.Tensor,
@@ -76,14 +85,14 @@ def conjugate_gradient(
         r = b.clone()
     else:
         x = x0.clone()
-        r = b - matvec(x)
+        r = b - _product(matvec, x)
     p = r.clone()
     rr = float(r @ r)
     if not th.isfinite(b).all():
         return CGResult(th.zeros_like(b), float("nan"), 0, False, True)
     it = 0
     while it < max_iter and rr >= residual_tol:
-        ap = matvec(p)
+        ap = _product(matvec, p)
         pap = float(p @ ap)
         if not (pap > 0.0) or pap != pap or pap == float("inf"):
             return CGResult(x, rr**0.5, it, False, True)

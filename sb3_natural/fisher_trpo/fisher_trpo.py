@@ -9,6 +9,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
 from sb3_natural.common.checks import check_at_least_one, check_bool, check_interval, check_nonnegative, check_positive
+from sb3_natural.common.distributions import check_kl_convention
 from sb3_natural.common.fisher import AnalyticFVP, DirectFVP, dense_fisher
 from sb3_natural.common.heads import index_obs
 from sb3_natural.common.solvers import conjugate_gradient, dense_solve
@@ -22,7 +23,6 @@ from sb3_natural.on_policy import NaturalOnPolicyAlgorithm
 
 FISHERS = ("analytic", "direct")
 SOLVERS = ("cg", "dense", "auto")
-KL_CONVENTIONS = ("sum", "mean")
 
 #: ``solver="dense"`` builds the P x P Fisher: refused above this many actor parameters (4 x 10^8
 #: entries, 1.6 GB in float32), where CG is also orders of magnitude faster (see DENSE_MAX_PARAMS).
@@ -148,8 +148,7 @@ class FisherTRPO(NaturalOnPolicyAlgorithm):
             raise ValueError(f"fisher must be one of {FISHERS}, got {fisher!r}")
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-        if kl_convention not in KL_CONVENTIONS:
-            raise ValueError(f"kl_convention must be one of {KL_CONVENTIONS}, got {kl_convention!r}")
+        check_kl_convention(kl_convention)
         check_positive(target_kl=target_kl)
         check_nonnegative(cg_damping=cg_damping)
         check_bool(normalize_advantage=normalize_advantage)
