@@ -225,6 +225,18 @@ def test_learn_arguments_are_refused_naming_them_before_any_step(cls, vec_env):
     assert model.num_timesteps == 0
 
 
+@pytest.mark.parametrize("cls", [*ON_POLICY, TD3, DDPG], ids=lambda c: c.__name__)
+def test_learn_without_an_env_says_how_to_give_one(cls, vec_env, tmp_path):
+    # SB3's on-policy learn failed on a bare `assert self.env is not None` (an empty message)
+    cls("MlpPolicy", vec_env, seed=0).save(tmp_path / "m")
+    loaded = cls.load(tmp_path / "m")
+    with pytest.raises(AssertionError, match=rf"^{cls.__name__} has no environment .*set_env\(env\)"):
+        loaded.learn(10)
+    loaded.set_env(vec_env)
+    loaded.learn(1)
+    assert loaded.num_timesteps >= 1
+
+
 def test_learn_accepts_what_sb3_takes(vec_env):
     from stable_baselines3.common.callbacks import CallbackList, EveryNTimesteps
 
